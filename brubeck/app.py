@@ -1,0 +1,367 @@
+"""The application: routes, settings, and the dispatch of Mongrel2 messages to handlers.
+
+Rules of this module:
+- ``handle_message`` is the hot path and is synchronous: a handler that does not await is
+  run to completion and answered inline; only a handler that awaits becomes an asyncio task;
+- nothing raised while handling one message stops the receive loop: malformed messages are
+  logged and dropped, handler errors become error responses;
+- at most ``max_in_flight`` requests run at once; past that the loop stops reading, so the
+  rest wait in ZeroMQ's queues (and Mongrel2 routes new work to other processes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import signal
+from collections.abc import Callable, Iterable
+from types import SimpleNamespace
+from typing import Any
+
+from .connection import Mongrel2Connection
+from .errors import HTTPError
+from .handlers import MessageHandler, WebMessageHandler, as_response
+from .protocol import NOTICE_PATH, ProtocolError, parse
+from .request import Request
+from .response import Response
+from .routing import Route, Router
+
+log = logging.getLogger("brubeck.app")
+
+Hook = Callable[[], Any]
+
+
+class Brubeck:
+    """A Brubeck application.
+
+    Args:
+        msg_conn: the ``Mongrel2Connection`` requests arrive on and replies leave by.
+        handler_tuples: ``(pattern, handler)`` or ``(pattern, handler, init_kwargs)`` routes.
+        settings: app-wide options, read by handlers as ``self.settings``
+            (``debug``, ``cookie_secret``, ``login_url``…).
+        error_handler: the handler class whose ``write_error`` renders 404, 405 and errors
+            of function routes.
+        max_in_flight: the most requests handled at once by this process.
+        shutdown_timeout: seconds a graceful stop waits for requests in flight.
+        **options: merged into ``settings`` (the original Brubeck's keyword style).
+    """
+
+    def __init__(
+        self,
+        msg_conn: Mongrel2Connection | None = None,
+        handler_tuples: Iterable[tuple[Any, ...]] = (),
+        *,
+        settings: dict[str, Any] | None = None,
+        error_handler: type[MessageHandler] = WebMessageHandler,
+        max_in_flight: int = 10_000,
+        shutdown_timeout: float = 10.0,
+        **options: Any,
+    ) -> None:
+        self.msg_conn = msg_conn
+        self.router = Router()
+        self.settings: dict[str, Any] = {**(settings or {}), **options}
+        self.state = SimpleNamespace()
+        self.error_handler = error_handler
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be at least 1, got {max_in_flight}")
+        self.max_in_flight = max_in_flight
+        self.shutdown_timeout = shutdown_timeout
+        self._on_startup: list[Hook] = []
+        self._on_shutdown: list[Hook] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._capacity: asyncio.Event | None = None
+        self._stopping: asyncio.Event | None = None
+        for rule in handler_tuples:
+            if not 2 <= len(rule) <= 3:
+                raise ValueError(
+                    f"a handler tuple is (pattern, handler) or (pattern, handler, kwargs); "
+                    f"got {rule!r}"
+                )
+            self.add_route_rule(rule[0], rule[1], **(rule[2] if len(rule) == 3 else {}))
+
+    # Routes
+
+    def add_route_rule(
+        self,
+        pattern: str,
+        target: Any,
+        method: str | Iterable[str] | None = None,
+        name: str | None = None,
+        **init_kwargs: Any,
+    ) -> Route:
+        """Route ``pattern`` to a handler class or function; first added, first tried."""
+        if not (isinstance(target, type) and issubclass(target, MessageHandler)):
+            if isinstance(target, type) or not callable(target):
+                raise TypeError(
+                    f"a route target is a MessageHandler subclass or a function, got {target!r}"
+                )
+            if init_kwargs:
+                raise TypeError("init kwargs are for handler classes, not functions")
+        return self.router.add(pattern, target, method, name, **init_kwargs)
+
+    def add_route(
+        self, pattern: str, method: str | Iterable[str] | None = None, name: str | None = None
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Decorator: route ``pattern`` to ``f(application, message, *args, **kwargs)``."""
+
+        def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+            self.add_route_rule(pattern, func, method=method or ["GET"], name=name)
+            return func
+
+        return decorate
+
+    def reverse_url(self, name: str, *args: Any, **kwargs: Any) -> str:
+        return self.router.reverse(name, *args, **kwargs)
+
+    # Lifespan
+
+    def on_startup(self, func: Hook) -> Hook:
+        """Register a sync or async function to run before the first request."""
+        self._on_startup.append(func)
+        return func
+
+    def on_shutdown(self, func: Hook) -> Hook:
+        """Register a sync or async function to run after the last request."""
+        self._on_shutdown.append(func)
+        return func
+
+    # The hot path
+
+    def handle_message(self, raw: bytes) -> None:
+        """Parse, route, run and answer one raw message from Mongrel2."""
+        try:
+            message = parse(raw)
+        except ProtocolError as exc:
+            log.warning("dropped a malformed message from Mongrel2 (%d bytes): %s", len(raw), exc)
+            return
+        if message.path == NOTICE_PATH:
+            self.handle_notice(message)
+            return
+        conn = self.msg_conn
+        if conn is not None and conn.sender_id is None:
+            conn.sender_id = message.sender
+        headers = message.headers
+        if b"x-mongrel2-upload-start" in headers and b"x-mongrel2-upload-done" not in headers:
+            # Only the "done" message gets a response (MONGREL2.md §0.6).
+            return
+        request = Request(message)
+        method = request.method
+        if method in ("JSON", "XML") or b"METHOD" not in headers:
+            log.warning("dropped a %r message on %r: not an HTTP request", method, message.path)
+            return
+        try:
+            route, args, kwargs, allowed = self.router.match(method, request.path)
+            if route is None:
+                if allowed:
+                    allow = ", ".join(sorted(allowed))
+                    raise HTTPError(405, f"{method} is not allowed here", {"Allow": allow})
+                raise HTTPError(404, f"nothing here at {request.path}")
+            target = route.target
+            if isinstance(target, type):
+                handler = target(self, request, **route.init_kwargs)
+                result: Any = handler.execute(args, kwargs)
+            else:
+                handler = None
+                result = target(self, request, *args, **kwargs)
+        except Exception as exc:
+            self.respond(request, self.error_response(request, exc))
+            return
+        if isinstance(result, Response):
+            self.respond(request, result)
+            if handler is not None:
+                self._on_finish(handler)
+        elif handler is not None or inspect.isawaitable(result):
+            self._spawn(self._respond_later(request, result, handler))
+        else:
+            self.respond(request, self._function_response(request, result))
+
+    def _on_finish(self, handler: MessageHandler) -> None:
+        try:
+            pending = handler.on_finish()
+        except Exception:
+            log.exception("%s.on_finish failed", type(handler).__name__)
+            return
+        if pending is not None and inspect.isawaitable(pending):
+            self._spawn(_logged(pending, f"{type(handler).__name__}.on_finish"))
+
+    def _function_response(self, request: Request, result: Any) -> Response:
+        try:
+            return as_response(result)
+        except Exception as exc:
+            return self.error_response(request, exc)
+
+    async def _respond_later(
+        self, request: Request, pending: Any, handler: MessageHandler | None
+    ) -> None:
+        try:
+            result = await pending
+        except Exception as exc:
+            response = self.error_response(request, exc)
+        else:
+            response = self._function_response(request, result)
+        self.respond(request, response)
+        if handler is not None:
+            self._on_finish(handler)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        if len(self._tasks) >= self.max_in_flight and self._capacity is not None:
+            self._capacity.clear()
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("request task failed", exc_info=task.exception())
+        if self._capacity is not None and len(self._tasks) < self.max_in_flight:
+            self._capacity.set()
+
+    def respond(self, request: Request, response: Response) -> None:
+        """Frame a response for the request's connection, then close it if HTTP says so."""
+        connection, close = _connection_policy(request)
+        try:
+            data = response.encode(head=request.method == "HEAD", connection=connection)
+        except ValueError as exc:
+            log.error("could not encode the response to %r: %s", request, exc)
+            data = Response(b"500 Internal Server Error\n", 500, content_type="text/plain").encode(
+                connection=connection
+            )
+        conn = self.msg_conn
+        if conn is None:
+            raise RuntimeError("this Brubeck app has no msg_conn to answer through")
+        conn.reply(request, data)
+        if close:
+            conn.close_connection(request)
+
+    def error_response(self, request: Request, exc: BaseException) -> Response:
+        """The response for an exception raised outside a handler class (routing, functions)."""
+        if not isinstance(exc, HTTPError):
+            log.error("uncaught exception for %r", request, exc_info=exc)
+            exc = HTTPError(500)
+        handler = self.error_handler(self, request)
+        response = handler.send_error(exc.status, exc.message)
+        response.headers.extend(exc.headers.items())
+        return response
+
+    def handle_notice(self, message: Any) -> None:
+        """Mongrel2's own notices: a client went away, or download credits arrived."""
+        kind = message.notice_type()
+        if kind == "disconnect":
+            log.debug("connection %s closed by the client", message.conn_id.decode())
+        elif kind != "credits":
+            log.warning(
+                "dropped an unknown Mongrel2 notice on %s: %r", message.conn_id, message.body[:80]
+            )
+
+    # Running
+
+    async def serve(self) -> None:
+        """Serve until ``stop()``, then finish the requests in flight and close."""
+        if self.msg_conn is None:
+            raise RuntimeError(
+                "Brubeck(msg_conn=Mongrel2Connection(pull_addr, pub_addr)) is needed"
+            )
+        self._stopping = asyncio.Event()
+        self._capacity = asyncio.Event()
+        self._capacity.set()
+        for hook in self._on_startup:
+            await _maybe_await(hook())
+        self.msg_conn.open()
+        receiver = asyncio.get_running_loop().create_task(self._receive())
+        stopping = asyncio.get_running_loop().create_task(self._stopping.wait())
+        try:
+            await asyncio.wait({receiver, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            receiver.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await receiver
+            await self._drain()
+            for hook in self._on_shutdown:
+                try:
+                    await _maybe_await(hook())
+                except Exception:
+                    log.exception("an on_shutdown hook failed")
+            await self.msg_conn.close()
+
+    async def _receive(self) -> None:
+        assert self.msg_conn is not None and self._capacity is not None
+        capacity = self._capacity
+        handle = self.handle_message
+        async for batch in self.msg_conn.batches():
+            for raw in batch:
+                try:
+                    handle(raw)
+                except Exception:
+                    log.exception("dropped a message: handling it failed")
+            if not capacity.is_set():
+                await capacity.wait()
+
+    async def _drain(self) -> None:
+        if not self._tasks:
+            return
+        log.info(
+            "waiting up to %.1fs for %d requests in flight", self.shutdown_timeout, len(self._tasks)
+        )
+        _, pending = await asyncio.wait(set(self._tasks), timeout=self.shutdown_timeout)
+        for task in pending:
+            task.cancel()
+        if pending:
+            log.warning(
+                "cancelled %d requests still running after %.1fs",
+                len(pending),
+                self.shutdown_timeout,
+            )
+
+    def stop(self) -> None:
+        """Stop taking requests; ``serve`` then finishes the ones in flight."""
+        if self._stopping is not None:
+            self._stopping.set()
+
+    def run(self) -> None:
+        """Serve in a new event loop until SIGINT or SIGTERM."""
+        if not logging.getLogger().handlers:
+            logging.basicConfig(
+                level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+            )
+
+        async def main() -> None:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, self.stop)
+            log.info(
+                "Brubeck serving: pulling from %s, publishing to %s",
+                self.msg_conn.pull_addr if self.msg_conn else "?",
+                self.msg_conn.pub_addr if self.msg_conn else "?",
+            )
+            await self.serve()
+
+        asyncio.run(main())
+
+
+def _connection_policy(request: Request) -> tuple[str | None, bool]:
+    """The Connection header to send and whether to close after the response."""
+    headers = request.message.headers
+    version = headers.get(b"VERSION")
+    if b"connection" not in headers and version == b"HTTP/1.1":
+        return None, False
+    keep = request.keep_alive
+    if version == b"HTTP/1.0":
+        return ("keep-alive", False) if keep else ("close", True)
+    return (None, False) if keep else ("close", True)
+
+
+async def _logged(pending: Any, what: str) -> None:
+    try:
+        await pending
+    except Exception:
+        log.exception("%s failed", what)
+
+
+async def _maybe_await(value: Any) -> Any:
+    if inspect.isawaitable(value):
+        return await value
+    return value

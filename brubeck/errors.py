@@ -1,0 +1,39 @@
+"""The exception a handler raises to answer with an HTTP error, from anywhere in its code."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+
+class HTTPError(Exception):
+    """Stop handling the request and answer with ``status``.
+
+    Args:
+        status: the HTTP status code, e.g. 404.
+        message: shown to the client in the error body (keep secrets out of it).
+        headers: extra response headers, e.g. ``{"Allow": "GET"}`` or ``{"Retry-After": "5"}``.
+    """
+
+    def __init__(
+        self,
+        status: int = 500,
+        message: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        if not 100 <= status <= 999:
+            raise ValueError(f"HTTP status must be 100..999, got {status!r}")
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+        super().__init__(status, message)
+
+    @property
+    def reason(self) -> str:
+        try:
+            return HTTPStatus(self.status).phrase
+        except ValueError:
+            return "Unknown"
+
+    def __str__(self) -> str:
+        text = f"HTTP {self.status} {self.reason}"
+        return f"{text}: {self.message}" if self.message else text

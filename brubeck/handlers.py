@@ -1,0 +1,370 @@
+"""Request handlers: one instance per request, verb methods that may be ``def`` or ``async def``.
+
+Rules of this module: a handler never touches a socket; it produces a ``Response`` (directly,
+or through an awaitable when the handler awaits something) and the app sends it. A handler that
+finishes without awaiting completes without an asyncio task. Every exception becomes an HTTP
+error response; none escapes to the receive loop.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import sys
+from collections.abc import Awaitable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from .errors import HTTPError
+from .request import Request
+from .response import (
+    DEFAULT_CONTENT_TYPE,
+    JSON_CONTENT_TYPE,
+    Response,
+    check_header,
+    reason_phrase,
+    to_body_bytes,
+)
+from .routing import HTTP_METHODS
+
+if TYPE_CHECKING:
+    from .app import Brubeck
+
+log = logging.getLogger("brubeck.handlers")
+
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType] | tuple[None, None, None]
+HandlerResult = Response | Awaitable[Response]
+
+_REQUIRED: Any = object()
+
+
+def _is_awaitable(value: Any) -> bool:
+    return value is not None and hasattr(value, "__await__")
+
+
+class MessageHandler:
+    """The base of every handler class: state in, one ``Response`` out.
+
+    Subclasses define ``get``, ``post``… (``def`` or ``async def``); the URL's named groups
+    arrive as keyword arguments, unnamed groups as positional ones.
+
+    Args:
+        application: the ``Brubeck`` app, also ``self.application``.
+        message: the ``Request``, also ``self.message`` and ``self.request``.
+        **kwargs: the route's init kwargs, passed on to ``initialize``.
+    """
+
+    content_type = DEFAULT_CONTENT_TYPE
+
+    def __init__(self, application: Brubeck, message: Request, **kwargs: Any) -> None:
+        self.application = application
+        self.message = message
+        self._status = 200
+        self._reason: str | None = None
+        self._headers: list[tuple[str, str]] = []
+        self._body: list[bytes] = []
+        self._finished = False
+        self.initialize(**kwargs)
+
+    # Hooks
+
+    def initialize(self, **kwargs: Any) -> None:
+        """Receives the route's init kwargs; runs at construction."""
+        for key, value in kwargs.items():
+            setattr(self, key, value)
+
+    def prepare(self) -> Awaitable[None] | None:
+        """Runs before the verb method; may be async; raise ``HTTPError`` to refuse."""
+        return None
+
+    def on_finish(self) -> Awaitable[None] | None:
+        """Runs after the response was handed to Mongrel2 (logging, cleanup); may be async."""
+        return None
+
+    @classmethod
+    def allowed_methods(cls) -> list[str]:
+        """The HTTP methods this class answers: those it defines a method for."""
+        methods = [m for m in HTTP_METHODS if callable(getattr(cls, m.lower(), None))]
+        if "GET" in methods and "HEAD" not in methods:
+            methods.append("HEAD")
+        return methods
+
+    # Request side
+
+    @property
+    def request(self) -> Request:
+        return self.message
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return self.application.settings
+
+    def get_argument(self, name: str, default: Any = _REQUIRED, strip: bool = True) -> Any:
+        """The last value of a query or form argument; missing and no default → 400."""
+        values = self.message.arguments.get(name)
+        if not values:
+            if default is _REQUIRED:
+                raise HTTPError(400, f"missing argument {name!r}")
+            return default
+        return values[-1].strip() if strip else values[-1]
+
+    def get_arguments(self, name: str, strip: bool = True) -> list[str]:
+        values = self.message.arguments.get(name, [])
+        return [v.strip() for v in values] if strip else list(values)
+
+    def get_cookie(self, name: str, default: str | None = None) -> str | None:
+        return self.message.cookies.get(name, default)
+
+    # Response side
+
+    @property
+    def status_code(self) -> int:
+        return self._status
+
+    def set_status(self, status_code: int, status_msg: str | None = None) -> None:
+        if not isinstance(status_code, int) or not 100 <= status_code <= 999:
+            raise ValueError(f"HTTP status must be an int in 100..999, got {status_code!r}")
+        self._status = status_code
+        self._reason = status_msg
+
+    def set_header(self, name: str, value: Any) -> None:
+        """Set a header, replacing any value it had."""
+        value = str(value)
+        check_header(name, value)
+        lower = name.lower()
+        self._headers = [(n, v) for n, v in self._headers if n.lower() != lower]
+        self._headers.append((name, value))
+
+    def add_header(self, name: str, value: Any) -> None:
+        """Add a header line, keeping earlier ones of the same name (e.g. ``Set-Cookie``)."""
+        value = str(value)
+        check_header(name, value)
+        self._headers.append((name, value))
+
+    def clear_header(self, name: str) -> None:
+        lower = name.lower()
+        self._headers = [(n, v) for n, v in self._headers if n.lower() != lower]
+
+    def get_header(self, name: str, default: str | None = None) -> str | None:
+        lower = name.lower()
+        for n, v in reversed(self._headers):
+            if n.lower() == lower:
+                return v
+        return default
+
+    def set_body(
+        self,
+        body: bytes | str | dict | list,
+        headers: dict[str, str] | None = None,
+        status_code: int | None = None,
+    ) -> None:
+        """Replace the body (the original Brubeck way)."""
+        self._body = [to_body_bytes(body)]
+        if isinstance(body, (dict, list)) and self.get_header("Content-Type") is None:
+            self.set_header("Content-Type", JSON_CONTENT_TYPE)
+        for name, value in (headers or {}).items():
+            self.set_header(name, value)
+        if status_code is not None:
+            self.set_status(status_code)
+
+    def write(self, chunk: bytes | str | dict | list) -> None:
+        """Append to the body; a dict or list is written as JSON."""
+        if self._finished:
+            raise RuntimeError("write() after the response was finished")
+        self._body.append(to_body_bytes(chunk))
+        if isinstance(chunk, (dict, list)) and self.get_header("Content-Type") is None:
+            self.set_header("Content-Type", JSON_CONTENT_TYPE)
+
+    def redirect(self, url: str, permanent: bool = False, status: int | None = None) -> Response:
+        """Answer with a redirect: 302, 301 when ``permanent``, or any 3xx ``status``."""
+        status = status or (301 if permanent else 302)
+        if not 300 <= status <= 399:
+            raise ValueError(f"a redirect needs a 3xx status, got {status}")
+        self.set_status(status)
+        self.set_header("Location", url)
+        self._body = []
+        return self.render()
+
+    def send_error(
+        self, status_code: int = 500, message: str | None = None, exc_info: ExcInfo | None = None
+    ) -> Response:
+        """Replace whatever was prepared with an error response built by ``write_error``."""
+        self._headers = [(n, v) for n, v in self._headers if n.lower() == "set-cookie"]
+        self._body = []
+        self._finished = False
+        self.set_status(status_code)
+        self.write_error(status_code, exc_info=exc_info, message=message)
+        return self.render()
+
+    def write_error(
+        self, status_code: int, exc_info: ExcInfo | None = None, message: str | None = None
+    ) -> None:
+        """Write the body of an error response; override for custom error pages."""
+        phrase = reason_phrase(status_code)
+        title = html.escape(f"{status_code} {phrase}")
+        detail = f"<p>{html.escape(message)}</p>" if message else ""
+        trace = ""
+        if exc_info and exc_info[0] is not None and self.settings.get("debug"):
+            import traceback
+
+            trace = "<pre>" + html.escape("".join(traceback.format_exception(*exc_info))) + "</pre>"
+        self.set_header("Content-Type", DEFAULT_CONTENT_TYPE)
+        self.write(
+            f"<!DOCTYPE html><html><head><title>{title}</title></head>"
+            f"<body><h1>{title}</h1>{detail}{trace}</body></html>\n"
+        )
+
+    def render(self, status_code: int | None = None, **kwargs: Any) -> Response:
+        """Finish: the response as prepared so far (what a verb method returns)."""
+        if status_code is not None:
+            self.set_status(status_code)
+        self._finished = True
+        headers = self._headers
+        if self.get_header("Content-Type") is None:
+            headers = [*headers, ("Content-Type", self.content_type)]
+        body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+        return _trusted_response(self._status, headers, body, self._reason)
+
+    # Execution (called by the app)
+
+    def execute(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> HandlerResult:
+        """Run prepare and the verb method; a coroutine only if one of them awaited."""
+        try:
+            prepared = self.prepare()
+            if _is_awaitable(prepared):
+                return self._execute_async(prepared, args, kwargs)
+            if self._finished:
+                return self.render()
+            result = self._verb()(*args, **kwargs)
+            if _is_awaitable(result):
+                return self._finish_async(result)
+            return self._complete(result)
+        except Exception as exc:
+            return self.handle_exception(exc)
+
+    async def _execute_async(
+        self, prepared: Awaitable[None], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Response:
+        try:
+            await prepared
+            if self._finished:
+                return self.render()
+            result = self._verb()(*args, **kwargs)
+            if _is_awaitable(result):
+                result = await result
+            return self._complete(result)
+        except Exception as exc:
+            return self.handle_exception(exc)
+
+    async def _finish_async(self, pending: Awaitable[Any]) -> Response:
+        try:
+            return self._complete(await pending)
+        except Exception as exc:
+            return self.handle_exception(exc)
+
+    def _verb(self) -> Any:
+        method = self.message.method
+        verb = getattr(self, method.lower(), None) if method in HTTP_METHODS else None
+        if verb is None and method == "HEAD":
+            verb = getattr(self, "get", None)
+        if verb is None:
+            raise HTTPError(405, headers={"Allow": ", ".join(self.allowed_methods())})
+        return verb
+
+    def _complete(self, result: Any) -> Response:
+        if isinstance(result, Response):
+            self._finished = True
+            return result
+        if result is not None:
+            self._body = [to_body_bytes(result)]
+            if isinstance(result, (dict, list)) and self.get_header("Content-Type") is None:
+                self.set_header("Content-Type", JSON_CONTENT_TYPE)
+        return self.render()
+
+    def handle_exception(self, exc: Exception) -> Response:
+        """Turn an exception into an error response; log the unexpected ones with a traceback."""
+        try:
+            if isinstance(exc, HTTPError):
+                response = self.send_error(exc.status, exc.message)
+                for name, value in exc.headers.items():
+                    response.headers.append((name, value))
+                return response
+            log.error(
+                "uncaught exception in %s for %r", type(self).__name__, self.message, exc_info=exc
+            )
+            return self.send_error(500, exc_info=sys.exc_info())
+        except Exception:
+            log.exception("write_error of %s failed; answering a bare 500", type(self).__name__)
+            return Response(b"500 Internal Server Error\n", 500, content_type="text/plain")
+
+
+class WebMessageHandler(MessageHandler):
+    """A handler for web pages: HTML by default."""
+
+
+class JSONMessageHandler(MessageHandler):
+    """A handler for JSON APIs: ``add_to_payload`` builds the body, errors are JSON too."""
+
+    content_type = JSON_CONTENT_TYPE
+
+    def __init__(self, application: Brubeck, message: Request, **kwargs: Any) -> None:
+        self._payload: dict[str, Any] = {}
+        super().__init__(application, message, **kwargs)
+
+    def add_to_payload(self, key: str, value: Any) -> None:
+        self._payload[key] = value
+
+    def render(self, status_code: int | None = None, **kwargs: Any) -> Response:
+        if self._payload and not self._body:
+            self._body = [to_body_bytes(self._payload)]
+        return super().render(status_code, **kwargs)
+
+    def write_error(
+        self, status_code: int, exc_info: ExcInfo | None = None, message: str | None = None
+    ) -> None:
+        self._payload = {}
+        error: dict[str, Any] = {"status": status_code, "reason": reason_phrase(status_code)}
+        if message:
+            error["message"] = message
+        if exc_info and exc_info[0] is not None and self.settings.get("debug"):
+            import traceback
+
+            error["traceback"] = traceback.format_exception(*exc_info)
+        self.set_header("Content-Type", JSON_CONTENT_TYPE)
+        self.write({"error": error})
+
+
+def _trusted_response(
+    status: int, headers: list[tuple[str, str]], body: bytes, reason: str | None
+) -> Response:
+    """A Response from parts the handler already checked: skips re-validation on the hot path."""
+    response = Response.__new__(Response)
+    response.status = status
+    response.reason = reason
+    response.headers = headers
+    response.body = body
+    return response
+
+
+def render(
+    body: bytes | str | dict | list = b"",
+    status_code: int = 200,
+    status_msg: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """A response from a function handler (the original Brubeck signature)."""
+    return Response(body, status_code, headers, reason=status_msg)
+
+
+def as_response(result: Any) -> Response:
+    """What a function handler returned, as a response: str/bytes → 200 HTML, dict/list → JSON."""
+    if isinstance(result, Response):
+        return result
+    if result is None:
+        return Response(b"", 204)
+    if isinstance(result, (bytes, str, dict, list)):
+        return Response(result)
+    raise TypeError(
+        f"a handler function must return a Response, str, bytes, dict, list or None, "
+        f"not {type(result).__name__}"
+    )

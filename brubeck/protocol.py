@@ -1,0 +1,171 @@
+"""Mongrel2's handler wire format, with no I/O.
+
+Rules of this module:
+- bytes in, bytes out; nothing here blocks, nothing imports zmq or asyncio;
+- connection ids stay the ASCII digits Mongrel2 sent (``b"12"``): they are only echoed back;
+- header keys are bytes exactly as sent: UPPER-case keys come from Mongrel2 and can be trusted,
+  lower-case keys come from the client; any value may be a list (a repeated header).
+
+Request:  ``SENDER SP CONN_ID SP PATH SP <tnetstring headers><tnetstring body>``
+Reply:    ``SENDER SP LEN:ID ID ID, SP BODY`` (an empty BODY closes every target)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+import tnetstring
+
+#: Mongrel2 skips a whole reply that names more ids than ``limits.handler_targets`` (128).
+MAX_TARGETS = 128
+
+#: The path Mongrel2 uses for its own notices (disconnect, credits).
+NOTICE_PATH = b"@*"
+
+HeaderValue = bytes | list[bytes]
+
+
+class ProtocolError(ValueError):
+    """A message that does not follow Mongrel2's handler protocol."""
+
+
+class Message:
+    """One message from Mongrel2: a request, a WebSocket frame, an upload step or a notice."""
+
+    __slots__ = ("body", "conn_id", "headers", "path", "sender")
+
+    def __init__(
+        self,
+        sender: bytes,
+        conn_id: bytes,
+        path: bytes,
+        headers: dict[bytes, HeaderValue],
+        body: bytes,
+    ) -> None:
+        self.sender = sender
+        self.conn_id = conn_id
+        self.path = path
+        self.headers = headers
+        self.body = body
+
+    @property
+    def method(self) -> bytes:
+        value = self.headers.get(b"METHOD", b"")
+        return value if isinstance(value, bytes) else value[-1]
+
+    @property
+    def is_notice(self) -> bool:
+        """True for Mongrel2's own notices; they are never requests."""
+        return self.path == NOTICE_PATH
+
+    def notice_type(self) -> str | None:
+        """``"disconnect"``, ``"credits"``, or None when this is not a Mongrel2 notice."""
+        if self.path != NOTICE_PATH:
+            return None
+        try:
+            data = json.loads(self.body)
+        except ValueError:
+            return None
+        kind = data.get("type") if isinstance(data, dict) else None
+        return kind if isinstance(kind, str) else None
+
+    def __repr__(self) -> str:
+        return f"<Message {self.sender!r} {self.conn_id!r} {self.path!r}>"
+
+
+def parse(raw: bytes) -> Message:
+    """Parse one raw message from Mongrel2's PUSH socket.
+
+    Raises:
+        ProtocolError: with a short reason, for anything that is not a well-formed message.
+    """
+    parts = raw.split(b" ", 3)
+    if len(parts) != 4:
+        raise ProtocolError(
+            f"expected 'SENDER ID PATH HEADERS BODY', found {len(parts)} space-separated fields"
+        )
+    sender, conn_id, path, rest = parts
+    if not sender:
+        raise ProtocolError("empty sender")
+    if not conn_id.isdigit():
+        raise ProtocolError(f"connection id must be decimal digits, got {conn_id[:20]!r}")
+    try:
+        headers, rest = tnetstring.pop(rest)
+        body, rest = tnetstring.pop(rest)
+    except (ValueError, TypeError, IndexError, KeyError) as exc:
+        raise ProtocolError(f"bad tnetstring: {exc}") from None
+    if isinstance(headers, bytes):
+        headers = _json_headers(headers)
+    elif not isinstance(headers, dict):
+        raise ProtocolError(f"headers must be a dict, got {type(headers).__name__}")
+    if not isinstance(body, bytes):
+        raise ProtocolError(f"body must be a string, got {type(body).__name__}")
+    if rest:
+        raise ProtocolError(f"{len(rest)} bytes of trailing data after the body")
+    return Message(sender, conn_id, path, headers, body)
+
+
+def _json_headers(text: bytes) -> dict[bytes, HeaderValue]:
+    """Decode the JSON header variant (Mongrel2's default protocol) into the tnetstring shape.
+
+    Mongrel2 escapes only ``\\`` and ``"`` there, so control characters and non-UTF-8 bytes may
+    arrive raw: decode leniently and give the original bytes back.
+    """
+    try:
+        data = json.loads(text.decode("utf-8", "surrogateescape"), strict=False)
+    except ValueError as exc:
+        raise ProtocolError(f"bad JSON headers: {exc}") from None
+    if not isinstance(data, dict):
+        raise ProtocolError(f"JSON headers must be an object, got {type(data).__name__}")
+    headers: dict[bytes, HeaderValue] = {}
+    for key, value in data.items():
+        name = key.encode("utf-8", "surrogateescape")
+        if isinstance(value, list):
+            headers[name] = [_json_bytes(item) for item in value]
+        else:
+            headers[name] = _json_bytes(value)
+    return headers
+
+
+def _json_bytes(value: Any) -> bytes:
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape")
+    return str(value).encode("ascii")
+
+
+def format_reply(sender: bytes, conn_id: bytes, body: bytes) -> bytes:
+    """A reply to one connection; an empty body closes it."""
+    return b"%s %d:%s, %s" % (sender, len(conn_id), conn_id, body)
+
+
+def format_deliver(sender: bytes, conn_ids: Iterable[bytes | int], body: bytes) -> list[bytes]:
+    """One reply to many connections, split into messages of at most MAX_TARGETS ids each."""
+    ids = [cid if isinstance(cid, bytes) else b"%d" % cid for cid in conn_ids]
+    for cid in ids:
+        if not cid.isdigit():
+            raise ValueError(f"connection ids are decimal numbers, got {cid!r}")
+    messages = []
+    for start in range(0, len(ids), MAX_TARGETS):
+        targets = b" ".join(ids[start : start + MAX_TARGETS])
+        messages.append(b"%s %d:%s, %s" % (sender, len(targets), targets, body))
+    return messages
+
+
+def format_close(sender: bytes, conn_ids: Iterable[bytes | int]) -> list[bytes]:
+    """Close connections: Mongrel2 flushes what is queued for them, then hangs up."""
+    return format_deliver(sender, conn_ids, b"")
+
+
+def format_ctl(sender: bytes, conn_id: bytes, **ctl: Any) -> bytes:
+    """An ``X`` control reply, e.g. ``keep_alive=True``, ``cancel=True`` or ``credits=4096``.
+
+    Keyword names use ``_`` for Mongrel2's ``-`` (``keep_alive`` becomes ``keep-alive``).
+    """
+    if not ctl:
+        raise ValueError("format_ctl needs at least one control, e.g. keep_alive=True")
+    payload = {key.replace("_", "-").encode(): value for key, value in ctl.items()}
+    body = tnetstring.dumps([b"ctl", payload])
+    targets = b"X " + conn_id
+    return b"%s %d:%s, %s" % (sender, len(targets), targets, body)

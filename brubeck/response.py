@@ -1,0 +1,161 @@
+"""HTTP/1.1 response bytes: Mongrel2 forwards them untouched, so every byte of framing is ours.
+
+Rules of this module: header names and values never contain CR, LF or NUL (no response
+splitting); every response is framed with Content-Length unless its status forbids a body.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from email.utils import formatdate
+from http import HTTPStatus
+
+import ujson
+
+HeaderInput = Mapping[str, str] | Iterable[tuple[str, str]] | None
+
+_PHRASES: dict[int, str] = {status.value: status.phrase for status in HTTPStatus}
+_PHRASES.update({418: "I'm a Teapot", 425: "Too Early", 509: "Bandwidth Limit Exceeded"})
+
+#: Statuses that never carry a body nor a Content-Length (RFC 9110 §8.6, §15.3.5, §15.4.5).
+_NO_BODY = frozenset([*range(100, 200), 204, 304])
+
+DEFAULT_CONTENT_TYPE = "text/html; charset=utf-8"
+JSON_CONTENT_TYPE = "application/json"
+
+_FORBIDDEN = str.maketrans("", "", "\r\n\0")
+
+
+def reason_phrase(status: int) -> str:
+    """The standard reason phrase for a status code, ``"Unknown"`` for unregistered ones."""
+    return _PHRASES.get(status, "Unknown")
+
+
+def check_header(name: str, value: str) -> None:
+    """Refuse header text that would split the response or break its framing."""
+    if not name or name.translate(_FORBIDDEN) != name or ":" in name or " " in name:
+        raise ValueError(f"invalid HTTP header name {name!r}")
+    if value.translate(_FORBIDDEN) != value:
+        raise ValueError(f"header {name!r} has CR, LF or NUL in its value {value!r}")
+
+
+class _DateCache:
+    """The ``Date`` header changes once a second; format it once a second."""
+
+    __slots__ = ("second", "text")
+
+    def __init__(self) -> None:
+        self.second = 0
+        self.text = ""
+
+    def now(self) -> str:
+        second = int(time.time())
+        if second != self.second:
+            self.second = second
+            self.text = formatdate(second, usegmt=True)
+        return self.text
+
+
+_date = _DateCache()
+
+
+def to_body_bytes(body: bytes | str | dict | list | None) -> bytes:
+    if body is None:
+        return b""
+    if isinstance(body, bytes):
+        return body
+    if isinstance(body, str):
+        return body.encode("utf-8")
+    if isinstance(body, (bytearray, memoryview)):
+        return bytes(body)
+    if isinstance(body, (dict, list)):
+        return ujson.dumps(body, ensure_ascii=False).encode("utf-8")
+    raise TypeError(f"a response body must be bytes, str, dict or list, not {type(body).__name__}")
+
+
+class Response:
+    """A complete HTTP response: status, headers and body.
+
+    Args:
+        body: bytes, str (sent as UTF-8), or a dict/list (sent as JSON).
+        status: the HTTP status code.
+        headers: a mapping or (name, value) pairs; pairs may repeat a name (``Set-Cookie``).
+        reason: the reason phrase; the standard one by default.
+        content_type: shorthand for the Content-Type header.
+    """
+
+    __slots__ = ("body", "headers", "reason", "status")
+
+    def __init__(
+        self,
+        body: bytes | str | dict | list | None = b"",
+        status: int = 200,
+        headers: HeaderInput = None,
+        reason: str | None = None,
+        content_type: str | None = None,
+    ) -> None:
+        if not isinstance(status, int) or not 100 <= status <= 999:
+            raise ValueError(f"HTTP status must be an int in 100..999, got {status!r}")
+        if reason is not None and reason.translate(_FORBIDDEN) != reason:
+            raise ValueError(f"reason phrase has CR, LF or NUL: {reason!r}")
+        self.status = status
+        self.reason = reason
+        pairs = list(headers.items() if isinstance(headers, Mapping) else headers or ())
+        for name, value in pairs:
+            check_header(name, value)
+        if isinstance(body, (dict, list)) and content_type is None:
+            content_type = JSON_CONTENT_TYPE
+        if content_type is not None:
+            check_header("Content-Type", content_type)
+            pairs = [(n, v) for n, v in pairs if n.lower() != "content-type"]
+            pairs.append(("Content-Type", content_type))
+        self.headers: list[tuple[str, str]] = pairs
+        self.body = to_body_bytes(body)
+
+    def encode(self, *, head: bool = False, connection: str | None = None) -> bytes:
+        """The bytes to send; ``head`` drops the body; ``connection``: close or keep-alive."""
+        return encode_response(self.status, self.headers, self.body, self.reason, head, connection)
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} {len(self.body)} bytes>"
+
+
+def encode_response(
+    status: int,
+    headers: list[tuple[str, str]],
+    body: bytes,
+    reason: str | None = None,
+    head: bool = False,
+    connection: str | None = None,
+) -> bytes:
+    """Frame a response. Headers are trusted here: they were checked when they were set."""
+    parts = [f"HTTP/1.1 {status} {reason or _PHRASES.get(status, 'Unknown')}\r\n"]
+    has_type = False
+    for name, value in headers:
+        lower = name.lower()
+        if lower == "content-length" or lower == "connection" or lower == "date":
+            continue
+        if lower == "content-type":
+            has_type = True
+        parts.append(f"{name}: {value}\r\n")
+    if status in _NO_BODY:
+        body = b""
+    else:
+        if not has_type and body:
+            parts.append(f"Content-Type: {DEFAULT_CONTENT_TYPE}\r\n")
+        parts.append(f"Content-Length: {len(body)}\r\n")
+        if head:
+            body = b""
+    parts.append(f"Date: {_date.now()}\r\n")
+    if connection:
+        parts.append(f"Connection: {connection}\r\n")
+    parts.append("\r\n")
+    try:
+        return "".join(parts).encode("latin-1") + body
+    except UnicodeEncodeError as exc:
+        bad = exc.object[max(0, exc.start - 30) : exc.end + 10]
+        raise ValueError(
+            f"response head has a character that HTTP headers cannot carry (not Latin-1): "
+            f"...{bad!r}...; percent-encode or RFC 2047-encode it"
+        ) from None

@@ -1,0 +1,194 @@
+"""URL routing: regexes compiled once, tried in order, first match wins.
+
+Named groups become keyword arguments and unnamed groups positional ones. A route that
+matches the path but not the method is remembered, so the app can answer 405 with ``Allow``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import quote
+
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+class Route:
+    """One pattern and what answers it.
+
+    Args:
+        pattern: a regular expression matched against the percent-decoded path.
+        target: a handler class or a function ``f(application, message, *args, **kwargs)``.
+        methods: the methods a function answers; a class answers the verbs it defines.
+        name: a name for ``Router.reverse``.
+        init_kwargs: passed to the handler class's ``initialize``.
+    """
+
+    __slots__ = ("init_kwargs", "methods", "name", "pattern", "positional", "regex", "target")
+
+    def __init__(
+        self,
+        pattern: str,
+        target: Any,
+        methods: Iterable[str] | None = None,
+        name: str | None = None,
+        init_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        try:
+            self.regex = re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"route pattern {pattern!r} is not a valid regex: {exc}") from None
+        self.pattern = pattern
+        self.target = target
+        self.name = name
+        self.init_kwargs = init_kwargs or {}
+        named = set(self.regex.groupindex.values())
+        #: indices of unnamed groups, passed positionally in order
+        self.positional = tuple(i for i in range(1, self.regex.groups + 1) if i not in named)
+        self.methods = _route_methods(target, methods)
+
+    def match(self, path: str) -> tuple[tuple[str, ...], dict[str, str]] | None:
+        found = self.regex.match(path)
+        if found is None:
+            return None
+        kwargs = {k: v for k, v in found.groupdict().items() if v is not None}
+        args = tuple(found.group(i) for i in self.positional) if self.positional else ()
+        return args, kwargs
+
+    def __repr__(self) -> str:
+        return f"<Route {self.pattern!r} -> {getattr(self.target, '__name__', self.target)}>"
+
+
+def _route_methods(target: Any, methods: Iterable[str] | None) -> frozenset[str]:
+    if isinstance(methods, str):
+        methods = [methods]
+    if methods is not None:
+        found = frozenset(m.upper() for m in methods)
+    elif isinstance(target, type) and hasattr(target, "allowed_methods"):
+        found = frozenset(target.allowed_methods())
+    else:
+        found = frozenset({"GET"})
+    if "GET" in found:
+        found |= {"HEAD"}
+    return found
+
+
+class Router:
+    """An ordered list of routes."""
+
+    def __init__(self) -> None:
+        self.routes: list[Route] = []
+        self._named: dict[str, Route] = {}
+
+    def add(
+        self,
+        pattern: str,
+        target: Any,
+        methods: Iterable[str] | None = None,
+        name: str | None = None,
+        **init_kwargs: Any,
+    ) -> Route:
+        route = Route(pattern, target, methods, name, init_kwargs)
+        if name is not None:
+            if name in self._named:
+                raise ValueError(f"a route named {name!r} exists already: {self._named[name]!r}")
+            self._named[name] = route
+        self.routes.append(route)
+        return route
+
+    def match(
+        self, method: str, path: str
+    ) -> tuple[Route | None, tuple[str, ...], dict[str, str], frozenset[str]]:
+        """The first route for this path and method, or None and the methods the path allows."""
+        allowed: frozenset[str] = frozenset()
+        for route in self.routes:
+            found = route.match(path)
+            if found is None:
+                continue
+            if method in route.methods:
+                return route, found[0], found[1], allowed
+            allowed |= route.methods
+        return None, (), {}, allowed
+
+    def reverse(self, name: str, *args: Any, **kwargs: Any) -> str:
+        """Build the path of a named route from values for its groups.
+
+        Only patterns whose groups are plain ``(...)`` or ``(?P<name>...)`` can be reversed;
+        values are percent-encoded and the result must match the route.
+        """
+        route = self._named.get(name)
+        if route is None:
+            raise KeyError(f"no route named {name!r}")
+        path = _fill(route.pattern, list(args), kwargs)
+        if route.match(path) is None:
+            raise ValueError(f"values {args!r} {kwargs!r} do not match route {route.pattern!r}")
+        return path
+
+
+_GROUP = re.compile(r"\((\?P<(\w+)>)?")
+_REGEX_ONLY = re.compile(r"(?<!\\)[\[\]*+?{}|.]")
+
+
+def _fill(pattern: str, args: list[Any], kwargs: dict[str, Any]) -> str:
+    text = pattern.removeprefix("^").removesuffix("$")
+    out: list[str] = []
+    pos = 0
+    while True:
+        start = _next_group(text, pos)
+        if start is None:
+            out.append(_literal(text[pos:], pattern))
+            return "".join(out)
+        out.append(_literal(text[pos:start], pattern))
+        opener = _GROUP.match(text, start)
+        assert opener is not None
+        end = _group_end(text, start, pattern)
+        group_name = opener.group(2)
+        if group_name:
+            if group_name not in kwargs:
+                raise ValueError(f"route {pattern!r} needs a value for {group_name!r}")
+            value = kwargs[group_name]
+        else:
+            if not args:
+                raise ValueError(f"route {pattern!r} needs more positional values")
+            value = args.pop(0)
+        out.append(quote(str(value), safe=""))
+        pos = end + 1
+
+
+def _next_group(text: str, pos: int) -> int | None:
+    i = pos
+    while i < len(text):
+        if text[i] == "\\":
+            i += 2
+            continue
+        if text[i] == "(":
+            if text.startswith("(?", i) and not text.startswith("(?P<", i):
+                raise ValueError(f"cannot reverse a pattern with {text[i : i + 3]!r} groups")
+            return i
+        i += 1
+    return None
+
+
+def _group_end(text: str, start: int, pattern: str) -> int:
+    depth = 0
+    i = start
+    while i < len(text):
+        char = text[i]
+        if char == "\\":
+            i += 2
+            continue
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+            if depth == 0:
+                return i
+        i += 1
+    raise ValueError(f"unbalanced parentheses in route {pattern!r}")
+
+
+def _literal(text: str, pattern: str) -> str:
+    if _REGEX_ONLY.search(text):
+        raise ValueError(f"cannot reverse route {pattern!r}: {text!r} is not a literal")
+    return re.sub(r"\\(.)", r"\1", text)
