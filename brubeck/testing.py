@@ -1,0 +1,251 @@
+"""Test an app without a Mongrel2: a client that plays Mongrel2's side of the wire.
+
+The client sends the same bytes Mongrel2 sends (tnetstring headers, upper-case Mongrel2 keys,
+lower-case client keys) over in-process ZeroMQ sockets, and parses the HTTP the app answers.
+End-to-end behaviour through the real server is for tests against a real Mongrel2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import uuid
+from typing import Any
+from urllib.parse import urlencode
+
+import tnetstring
+import ujson
+import zmq
+import zmq.asyncio
+
+from .app import Brubeck
+from .connection import Mongrel2Connection
+from .request import parse_cookies
+
+_ids = itertools.count(1)
+
+
+class TestResponse:
+    """An HTTP response as the client received it."""
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, raw: bytes, closed: bool) -> None:
+        self.raw = raw
+        head, _, body = raw.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        version, status, *reason = lines[0].split(" ", 2)
+        self.http_version = version
+        self.status_code = int(status)
+        self.reason = reason[0] if reason else ""
+        self.header_list: list[tuple[str, str]] = []
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            self.header_list.append((name.strip(), value.strip()))
+        self.headers = {name.lower(): value for name, value in self.header_list}
+        self.content = body
+        #: True when the app closed the connection after this response.
+        self.closed = closed
+
+    def get_all(self, name: str) -> list[str]:
+        return [v for n, v in self.header_list if n.lower() == name.lower()]
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8")
+
+    def json(self) -> Any:
+        return ujson.loads(self.content)
+
+    def __repr__(self) -> str:
+        return f"<TestResponse {self.status_code} {len(self.content)} bytes>"
+
+
+class TestClient:
+    """Drive an app through its real receive loop; use as ``async with TestClient(app) as c``."""
+
+    __test__ = False
+
+    def __init__(self, app: Brubeck, host: str = "testserver", timeout: float = 5.0) -> None:
+        self.app = app
+        self.host = host
+        self.timeout = timeout
+        self.sender = str(uuid.uuid4()).encode()
+        self.cookies: dict[str, str] = {}
+        name = f"brubeck-test-{next(_ids)}"
+        self._pull_addr = f"inproc://{name}-requests"
+        self._pub_addr = f"inproc://{name}-replies"
+        self._saved_conn = app.msg_conn
+        self._ctx = zmq.asyncio.Context.instance()
+        self._push: zmq.asyncio.Socket | None = None
+        self._sub: zmq.asyncio.Socket | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._conn_ids = itertools.count(1)
+        self._inbox: dict[bytes, list[bytes]] = {}
+
+    async def __aenter__(self) -> TestClient:
+        self._push = self._ctx.socket(zmq.PUSH)
+        self._push.setsockopt(zmq.LINGER, 0)
+        self._push.bind(self._pull_addr)
+        self._sub = self._ctx.socket(zmq.SUB)
+        self._sub.setsockopt(zmq.LINGER, 0)
+        self._sub.bind(self._pub_addr)
+        self._sub.subscribe(b"")
+        self.app.msg_conn = Mongrel2Connection(self._pull_addr, self._pub_addr, context=self._ctx)
+        self._task = asyncio.get_running_loop().create_task(self.app.serve())
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self.app.stop()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(self._task, self.timeout)
+        for sock in (self._push, self._sub):
+            if sock is not None:
+                sock.close()
+        self.app.msg_conn = self._saved_conn
+
+    def build_message(
+        self,
+        method: str,
+        path: str,
+        *,
+        conn_id: int,
+        query: str = "",
+        headers: dict[str, str | list[str]] | None = None,
+        body: bytes = b"",
+        version: str = "HTTP/1.1",
+    ) -> bytes:
+        """The bytes Mongrel2 would send for this request (tnetstring protocol)."""
+        m2: dict[bytes, Any] = {
+            b"PATH": path.encode("latin-1"),
+            b"METHOD": method.encode(),
+            b"VERSION": version.encode(),
+            b"URI": (path + ("?" + query if query else "")).encode("latin-1"),
+            b"PATTERN": b"/",
+            b"URL_SCHEME": b"http",
+            b"REMOTE_ADDR": b"127.0.0.1",
+        }
+        if query:
+            m2[b"QUERY"] = query.encode("latin-1")
+        client: dict[bytes, Any] = {b"host": self.host.encode()}
+        if self.cookies:
+            client[b"cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items()).encode()
+        for name, value in (headers or {}).items():
+            key = name.lower().encode("latin-1")
+            if isinstance(value, list):
+                client[key] = [v.encode("latin-1") for v in value]
+            else:
+                client[key] = value.encode("latin-1")
+        if body and b"content-length" not in client:
+            client[b"content-length"] = str(len(body)).encode()
+        client[b"x-forwarded-for"] = b"127.0.0.1"
+        all_headers = {**client, **m2}
+        return b"%s %d %s %s%s" % (
+            self.sender,
+            conn_id,
+            path.encode("latin-1"),
+            tnetstring.dumps(all_headers),
+            tnetstring.dumps(body),
+        )
+
+    async def send_raw(self, raw: bytes) -> None:
+        assert self._push is not None, "use the client inside 'async with'"
+        await self._push.send(raw)
+
+    async def receive(self, conn_id: int) -> bytes:
+        """The next message the app sent to ``conn_id``."""
+        assert self._sub is not None, "use the client inside 'async with'"
+        key = b"%d" % conn_id
+        async with asyncio.timeout(self.timeout):
+            while not self._inbox.get(key):
+                self._file(await self._sub.recv())
+        return self._inbox[key].pop(0)
+
+    def _drain_ready(self) -> None:
+        assert self._sub is not None
+        sync = zmq.Socket.shadow(self._sub.underlying)
+        while True:
+            try:
+                raw = sync.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self._file(raw)
+
+    def _file(self, raw: bytes) -> None:
+        _sender, _, rest = raw.partition(b" ")
+        targets, _, data = rest.partition(b", ")
+        for cid in targets.partition(b":")[2].split(b" "):
+            self._inbox.setdefault(cid, []).append(data)
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        headers: dict[str, str | list[str]] | None = None,
+        data: dict[str, Any] | bytes | str | None = None,
+        json: Any = None,
+        version: str = "HTTP/1.1",
+    ) -> TestResponse:
+        headers = dict(headers or {})
+        body = b""
+        if json is not None:
+            body = ujson.dumps(json).encode()
+            headers.setdefault("content-type", "application/json")
+        elif isinstance(data, dict):
+            body = urlencode(data, doseq=True).encode()
+            headers.setdefault("content-type", "application/x-www-form-urlencoded")
+        elif isinstance(data, str):
+            body = data.encode()
+        elif data is not None:
+            body = data
+        path, _, query = path.partition("?")
+        if params:
+            query = "&".join(filter(None, [query, urlencode(params, doseq=True)]))
+        conn_id = next(self._conn_ids)
+        raw = self.build_message(
+            method.upper(),
+            path,
+            conn_id=conn_id,
+            query=query,
+            headers=headers,
+            body=body,
+            version=version,
+        )
+        await self.send_raw(raw)
+        reply = await self.receive(conn_id)
+        # The app sends the close right after the reply, so it is already queued if it exists.
+        self._drain_ready()
+        pending = self._inbox.get(b"%d" % conn_id)
+        closed = bool(pending) and pending[0] == b""
+        if closed:
+            pending.pop(0)  # type: ignore[union-attr]
+        response = TestResponse(reply, closed)
+        for header in response.get_all("set-cookie"):
+            pair = header.split(";", 1)[0]
+            self.cookies.update(parse_cookies(pair))
+        return response
+
+    async def get(self, path: str, **kw: Any) -> TestResponse:
+        return await self.request("GET", path, **kw)
+
+    async def head(self, path: str, **kw: Any) -> TestResponse:
+        return await self.request("HEAD", path, **kw)
+
+    async def post(self, path: str, **kw: Any) -> TestResponse:
+        return await self.request("POST", path, **kw)
+
+    async def put(self, path: str, **kw: Any) -> TestResponse:
+        return await self.request("PUT", path, **kw)
+
+    async def patch(self, path: str, **kw: Any) -> TestResponse:
+        return await self.request("PATCH", path, **kw)
+
+    async def delete(self, path: str, **kw: Any) -> TestResponse:
+        return await self.request("DELETE", path, **kw)
+
+    async def options(self, path: str, **kw: Any) -> TestResponse:
+        return await self.request("OPTIONS", path, **kw)
