@@ -112,7 +112,7 @@ class Brubeck:
 
         return decorate
 
-    def reverse_url(self, name: str, *args: Any, **kwargs: Any) -> str:
+    def reverse_url(self, name: str, /, *args: Any, **kwargs: Any) -> str:
         return self.router.reverse(name, *args, **kwargs)
 
     # Lifespan

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from http import HTTPStatus
 
+from .response import check_header
+
 
 class HTTPError(Exception):
     """Stop handling the request and answer with ``status``.
@@ -24,7 +26,10 @@ class HTTPError(Exception):
             raise ValueError(f"HTTP status must be 100..999, got {status!r}")
         self.status = status
         self.message = message
-        self.headers = headers or {}
+        # Checked here, at the raise that carries them: they bypass the handler's set_header.
+        self.headers = {name: str(value) for name, value in (headers or {}).items()}
+        for name, value in self.headers.items():
+            check_header(name, value)
         super().__init__(status, message)
 
     @property

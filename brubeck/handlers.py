@@ -36,6 +36,7 @@ ExcInfo = tuple[type[BaseException], BaseException, TracebackType] | tuple[None,
 HandlerResult = Response | Awaitable[Response]
 
 _REQUIRED: Any = object()
+_VERB_NAMES = {method: method.lower() for method in HTTP_METHODS}
 
 
 def _is_awaitable(value: Any) -> bool:
@@ -61,7 +62,8 @@ class MessageHandler:
         self.message = message
         self._status = 200
         self._reason: str | None = None
-        self._headers: list[tuple[str, str]] = []
+        self._headers: list[tuple[str, str]] = []  # all but Content-Type
+        self._content_type: str | None = None
         self._body: list[bytes] = []
         self._finished = False
         self.initialize(**kwargs)
@@ -132,6 +134,9 @@ class MessageHandler:
         value = str(value)
         check_header(name, value)
         lower = name.lower()
+        if lower == "content-type":
+            self._content_type = value
+            return
         self._headers = [(n, v) for n, v in self._headers if n.lower() != lower]
         self._headers.append((name, value))
 
@@ -139,14 +144,23 @@ class MessageHandler:
         """Add a header line, keeping earlier ones of the same name (e.g. ``Set-Cookie``)."""
         value = str(value)
         check_header(name, value)
+        if name.lower() == "content-type":
+            self._content_type = value
+            return
         self._headers.append((name, value))
 
     def clear_header(self, name: str) -> None:
         lower = name.lower()
+        if lower == "content-type":
+            self._content_type = None
+            return
         self._headers = [(n, v) for n, v in self._headers if n.lower() != lower]
 
     def get_header(self, name: str, default: str | None = None) -> str | None:
+        """A response header set so far (the last one, for a repeated name)."""
         lower = name.lower()
+        if lower == "content-type":
+            return self._content_type if self._content_type is not None else default
         for n, v in reversed(self._headers):
             if n.lower() == lower:
                 return v
@@ -159,11 +173,18 @@ class MessageHandler:
         status_code: int | None = None,
     ) -> None:
         """Replace the body (the original Brubeck way)."""
-        self._body = [to_body_bytes(body)]
-        if isinstance(body, (dict, list)) and self.get_header("Content-Type") is None:
-            self.set_header("Content-Type", JSON_CONTENT_TYPE)
-        for name, value in (headers or {}).items():
-            self.set_header(name, value)
+        kind = type(body)
+        if kind is str:
+            self._body = [body.encode("utf-8")]  # type: ignore[union-attr]
+        elif kind is bytes:
+            self._body = [body]  # type: ignore[list-item]
+        else:
+            self._body = [to_body_bytes(body)]
+            if isinstance(body, (dict, list)) and self._content_type is None:
+                self._content_type = JSON_CONTENT_TYPE
+        if headers:
+            for name, value in headers.items():
+                self.set_header(name, value)
         if status_code is not None:
             self.set_status(status_code)
 
@@ -172,8 +193,8 @@ class MessageHandler:
         if self._finished:
             raise RuntimeError("write() after the response was finished")
         self._body.append(to_body_bytes(chunk))
-        if isinstance(chunk, (dict, list)) and self.get_header("Content-Type") is None:
-            self.set_header("Content-Type", JSON_CONTENT_TYPE)
+        if isinstance(chunk, (dict, list)) and self._content_type is None:
+            self._content_type = JSON_CONTENT_TYPE
 
     def redirect(self, url: str, permanent: bool = False, status: int | None = None) -> Response:
         """Answer with a redirect: 302, 301 when ``permanent``, or any 3xx ``status``."""
@@ -190,6 +211,7 @@ class MessageHandler:
     ) -> Response:
         """Replace whatever was prepared with an error response built by ``write_error``."""
         self._headers = [(n, v) for n, v in self._headers if n.lower() == "set-cookie"]
+        self._content_type = None
         self._body = []
         self._finished = False
         self.set_status(status_code)
@@ -219,10 +241,9 @@ class MessageHandler:
         if status_code is not None:
             self.set_status(status_code)
         self._finished = True
-        headers = self._headers
-        if self.get_header("Content-Type") is None:
-            headers = [*headers, ("Content-Type", self.content_type)]
-        body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+        headers = [*self._headers, ("Content-Type", self._content_type or self.content_type)]
+        chunks = self._body
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         return _trusted_response(self._status, headers, body, self._reason)
 
     # Execution (called by the app)
@@ -264,7 +285,8 @@ class MessageHandler:
 
     def _verb(self) -> Any:
         method = self.message.method
-        verb = getattr(self, method.lower(), None) if method in HTTP_METHODS else None
+        name = _VERB_NAMES.get(method)
+        verb = getattr(self, name, None) if name is not None else None
         if verb is None and method == "HEAD":
             verb = getattr(self, "get", None)
         if verb is None:
@@ -276,9 +298,7 @@ class MessageHandler:
             self._finished = True
             return result
         if result is not None:
-            self._body = [to_body_bytes(result)]
-            if isinstance(result, (dict, list)) and self.get_header("Content-Type") is None:
-                self.set_header("Content-Type", JSON_CONTENT_TYPE)
+            self.set_body(result)
         return self.render()
 
     def handle_exception(self, exc: Exception) -> Response:

@@ -66,7 +66,7 @@ class Message:
             return None
         try:
             data = json.loads(self.body)
-        except ValueError:
+        except (ValueError, RecursionError):
             return None
         kind = data.get("type") if isinstance(data, dict) else None
         return kind if isinstance(kind, str) else None
@@ -81,30 +81,55 @@ def parse(raw: bytes) -> Message:
     Raises:
         ProtocolError: with a short reason, for anything that is not a well-formed message.
     """
+    try:
+        sender, conn_id, path, rest = raw.split(b" ", 3)
+        headers, rest = _pop(rest)
+        body, rest = _pop(rest)
+    except (ValueError, TypeError, IndexError, KeyError, RecursionError):
+        _diagnose(raw)
+        raise  # pragma: no cover - _diagnose always raises
+    if (
+        type(headers) is not dict
+        or type(body) is not bytes
+        or rest
+        or not sender
+        or not conn_id.isdigit()
+    ):
+        if type(headers) is bytes:  # the JSON header variant
+            headers = _json_headers(headers)
+        _check(sender, conn_id, headers, body, rest)
+    return Message(sender, conn_id, path, headers, body)
+
+
+_pop = tnetstring.pop
+
+
+def _diagnose(raw: bytes) -> None:
+    """Say what is wrong with a message the fast path could not parse."""
     parts = raw.split(b" ", 3)
     if len(parts) != 4:
         raise ProtocolError(
             f"expected 'SENDER ID PATH HEADERS BODY', found {len(parts)} space-separated fields"
         )
-    sender, conn_id, path, rest = parts
+    try:
+        _headers, rest = _pop(parts[3])
+        _pop(rest)
+    except (ValueError, TypeError, IndexError, KeyError, RecursionError) as exc:
+        raise ProtocolError(f"bad tnetstring: {exc}") from None
+    raise ProtocolError("unparseable message")  # pragma: no cover
+
+
+def _check(sender: bytes, conn_id: bytes, headers: object, body: object, rest: bytes) -> None:
     if not sender:
         raise ProtocolError("empty sender")
     if not conn_id.isdigit():
         raise ProtocolError(f"connection id must be decimal digits, got {conn_id[:20]!r}")
-    try:
-        headers, rest = tnetstring.pop(rest)
-        body, rest = tnetstring.pop(rest)
-    except (ValueError, TypeError, IndexError, KeyError) as exc:
-        raise ProtocolError(f"bad tnetstring: {exc}") from None
-    if isinstance(headers, bytes):
-        headers = _json_headers(headers)
-    elif not isinstance(headers, dict):
+    if not isinstance(headers, dict):
         raise ProtocolError(f"headers must be a dict, got {type(headers).__name__}")
     if not isinstance(body, bytes):
         raise ProtocolError(f"body must be a string, got {type(body).__name__}")
     if rest:
         raise ProtocolError(f"{len(rest)} bytes of trailing data after the body")
-    return Message(sender, conn_id, path, headers, body)
 
 
 def _json_headers(text: bytes) -> dict[bytes, HeaderValue]:
@@ -115,24 +140,28 @@ def _json_headers(text: bytes) -> dict[bytes, HeaderValue]:
     """
     try:
         data = json.loads(text.decode("utf-8", "surrogateescape"), strict=False)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise ProtocolError(f"bad JSON headers: {exc}") from None
     if not isinstance(data, dict):
         raise ProtocolError(f"JSON headers must be an object, got {type(data).__name__}")
     headers: dict[bytes, HeaderValue] = {}
-    for key, value in data.items():
-        name = key.encode("utf-8", "surrogateescape")
-        if isinstance(value, list):
-            headers[name] = [_json_bytes(item) for item in value]
-        else:
-            headers[name] = _json_bytes(value)
+    try:
+        for key, value in data.items():
+            name = key.encode("utf-8", "surrogateescape")
+            if isinstance(value, list):
+                headers[name] = [_json_bytes(item) for item in value]
+            else:
+                headers[name] = _json_bytes(value)
+    except UnicodeEncodeError as exc:
+        raise ProtocolError(f"JSON headers escape a lone surrogate: {exc}") from None
     return headers
 
 
 def _json_bytes(value: Any) -> bytes:
-    if isinstance(value, str):
-        return value.encode("utf-8", "surrogateescape")
-    return str(value).encode("ascii")
+    """Mongrel2 writes every header value as a JSON string; anything else is not its message."""
+    if not isinstance(value, str):
+        raise ProtocolError(f"JSON header values must be strings, got {value!r:.40}")
+    return value.encode("utf-8", "surrogateescape")
 
 
 def format_reply(sender: bytes, conn_id: bytes, body: bytes) -> bytes:

@@ -88,14 +88,20 @@ def parse_cookies(header: str) -> dict[str, str]:
     return cookies
 
 
-def parse_query(text: str, what: str = "query string") -> dict[str, list[str]]:
-    """Percent-decode ``a=1&b=2`` pairs as UTF-8; invalid UTF-8 is a 400, not garbage text."""
-    if not text:
+def parse_query(raw: bytes, what: str = "query string") -> dict[str, list[str]]:
+    """Decode ``a=1&b=2`` pairs as UTF-8, raw or percent-encoded; invalid UTF-8 is a 400.
+
+    Clients such as curl send non-ASCII query and form bytes unescaped, so the bytes are
+    decoded as UTF-8 before the percent-escapes (as Latin-1 text they would become mojibake).
+    """
+    if not raw:
         return {}
     try:
-        return parse_qs(text, keep_blank_values=True, encoding="utf-8", errors="strict")
+        return parse_qs(
+            raw.decode("utf-8"), keep_blank_values=True, encoding="utf-8", errors="strict"
+        )
     except UnicodeDecodeError:
-        raise HTTPError(400, f"the {what} is not valid percent-encoded UTF-8") from None
+        raise HTTPError(400, f"the {what} is not valid UTF-8, raw or percent-encoded") from None
     except ValueError as exc:
         raise HTTPError(400, f"malformed {what}: {exc}") from None
 
@@ -237,13 +243,10 @@ class Request:
     def arguments(self) -> dict[str, list[str]]:
         """Query-string and url-encoded form arguments, each name mapped to all its values."""
         if self._arguments is None:
-            args = parse_query(self.query_string)
+            query = self.message.headers.get(b"QUERY", b"")
+            args = parse_query(query if isinstance(query, bytes) else query[-1])
             if self.body and self.content_type == _FORM_TYPE:
-                try:
-                    form_text = self.body.decode("latin-1")
-                except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes every byte
-                    raise HTTPError(400, "form body is not text") from None
-                for name, values in parse_query(form_text, "form body").items():
+                for name, values in parse_query(self.body, "form body").items():
                     args.setdefault(name, []).extend(values)
             self._arguments = args
         return self._arguments

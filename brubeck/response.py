@@ -22,6 +22,7 @@ _PHRASES.update({418: "I'm a Teapot", 425: "Too Early", 509: "Bandwidth Limit Ex
 _NO_BODY = frozenset([*range(100, 200), 204, 304])
 
 DEFAULT_CONTENT_TYPE = "text/html; charset=utf-8"
+_DEFAULT_TYPE_LINE = f"Content-Type: {DEFAULT_CONTENT_TYPE}\r\n"
 JSON_CONTENT_TYPE = "application/json"
 
 _FORBIDDEN = str.maketrans("", "", "\r\n\0")
@@ -43,18 +44,25 @@ def check_header(name: str, value: str) -> None:
 class _DateCache:
     """The ``Date`` header changes once a second; format it once a second."""
 
-    __slots__ = ("second", "text")
+    __slots__ = ("data", "second", "text")
 
     def __init__(self) -> None:
         self.second = 0
         self.text = ""
+        self.data = b""
 
-    def now(self) -> str:
+    def line(self) -> str:
         second = int(time.time())
         if second != self.second:
             self.second = second
-            self.text = formatdate(second, usegmt=True)
+            self.text = f"Date: {formatdate(second, usegmt=True)}\r\n"
+            self.data = self.text.encode("ascii")
         return self.text
+
+    def line_bytes(self) -> bytes:
+        if int(time.time()) != self.second:
+            self.line()
+        return self.data
 
 
 _date = _DateCache()
@@ -121,6 +129,31 @@ class Response:
         return f"<Response {self.status} {len(self.body)} bytes>"
 
 
+_STATUS_LINES: dict[int, str] = {
+    code: f"HTTP/1.1 {code} {phrase}\r\n" for code, phrase in _PHRASES.items()
+}
+#: Headers whose value is the framing's business, not the handler's.
+_MANAGED = frozenset(["content-length", "connection", "date"])
+
+
+_PREFIXES: dict[tuple[int, tuple[str, str]], bytes] = {}
+_CONNECTION_LINES = {None: b"", "close": b"Connection: close\r\n",
+                     "keep-alive": b"Connection: keep-alive\r\n"}
+
+
+def _cache_prefix(key: tuple[int, tuple[str, str]]) -> bytes:
+    """Pre-encode status line plus one Content-Type; b"" means: not cacheable, go the long way."""
+    status, (name, value) = key
+    if name.lower() != "content-type" or len(_PREFIXES) >= 256:
+        return b""
+    try:
+        prefix = f"{_STATUS_LINES[status]}{name}: {value}\r\n".encode("latin-1")
+    except (KeyError, UnicodeEncodeError):
+        return b""
+    _PREFIXES[key] = prefix
+    return prefix
+
+
 def encode_response(
     status: int,
     headers: list[tuple[str, str]],
@@ -130,11 +163,28 @@ def encode_response(
     connection: str | None = None,
 ) -> bytes:
     """Frame a response. Headers are trusted here: they were checked when they were set."""
-    parts = [f"HTTP/1.1 {status} {reason or _PHRASES.get(status, 'Unknown')}\r\n"]
+    if len(headers) == 1 and reason is None and not head and status not in _NO_BODY:
+        # The common case (only a Content-Type) reuses a pre-encoded head.
+        key = (status, headers[0])
+        prefix = _PREFIXES.get(key)
+        if prefix is None:
+            prefix = _cache_prefix(key)
+        if prefix:
+            return b"%sContent-Length: %d\r\n%s%s\r\n%s" % (
+                prefix,
+                len(body),
+                _date.line_bytes(),
+                _CONNECTION_LINES[connection],
+                body,
+            )
+    line = _STATUS_LINES.get(status) if reason is None else None
+    if line is None:
+        line = f"HTTP/1.1 {status} {reason or _PHRASES.get(status, 'Unknown')}\r\n"
+    parts = [line]
     has_type = False
     for name, value in headers:
         lower = name.lower()
-        if lower == "content-length" or lower == "connection" or lower == "date":
+        if lower in _MANAGED:
             continue
         if lower == "content-type":
             has_type = True
@@ -143,14 +193,15 @@ def encode_response(
         body = b""
     else:
         if not has_type and body:
-            parts.append(f"Content-Type: {DEFAULT_CONTENT_TYPE}\r\n")
+            parts.append(_DEFAULT_TYPE_LINE)
         parts.append(f"Content-Length: {len(body)}\r\n")
         if head:
             body = b""
-    parts.append(f"Date: {_date.now()}\r\n")
+    parts.append(_date.line())
     if connection:
-        parts.append(f"Connection: {connection}\r\n")
-    parts.append("\r\n")
+        parts.append(f"Connection: {connection}\r\n\r\n")
+    else:
+        parts.append("\r\n")
     try:
         return "".join(parts).encode("latin-1") + body
     except UnicodeEncodeError as exc:

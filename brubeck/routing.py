@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
@@ -25,7 +25,16 @@ class Route:
         init_kwargs: passed to the handler class's ``initialize``.
     """
 
-    __slots__ = ("init_kwargs", "methods", "name", "pattern", "positional", "regex", "target")
+    __slots__ = (
+        "has_groups",
+        "init_kwargs",
+        "methods",
+        "name",
+        "pattern",
+        "positional",
+        "regex",
+        "target",
+    )
 
     def __init__(
         self,
@@ -46,12 +55,19 @@ class Route:
         named = set(self.regex.groupindex.values())
         #: indices of unnamed groups, passed positionally in order
         self.positional = tuple(i for i in range(1, self.regex.groups + 1) if i not in named)
+        self.has_groups = self.regex.groups > 0
         self.methods = _route_methods(target, methods)
 
     def match(self, path: str) -> tuple[tuple[str, ...], dict[str, str]] | None:
         found = self.regex.match(path)
         if found is None:
             return None
+        return self.arguments(found)
+
+    def arguments(self, found: re.Match[str]) -> tuple[tuple[str, ...], dict[str, str]]:
+        """Handler arguments from a match: unnamed groups in order, named ones by name."""
+        if not self.has_groups:
+            return (), {}
         kwargs = {k: v for k, v in found.groupdict().items() if v is not None}
         args = tuple(found.group(i) for i in self.positional) if self.positional else ()
         return args, kwargs
@@ -103,25 +119,28 @@ class Router:
         """The first route for this path and method, or None and the methods the path allows."""
         allowed: frozenset[str] = frozenset()
         for route in self.routes:
-            found = route.match(path)
+            found = route.regex.match(path)
             if found is None:
                 continue
             if method in route.methods:
-                return route, found[0], found[1], allowed
+                args, kwargs = route.arguments(found)
+                return route, args, kwargs, allowed
             allowed |= route.methods
         return None, (), {}, allowed
 
-    def reverse(self, name: str, *args: Any, **kwargs: Any) -> str:
+    def reverse(self, name: str, /, *args: Any, **kwargs: Any) -> str:
         """Build the path of a named route from values for its groups.
 
         Only patterns whose groups are plain ``(...)`` or ``(?P<name>...)`` can be reversed;
-        values are percent-encoded and the result must match the route.
+        values are percent-encoded and the result must match the route. ``name`` is
+        positional-only, so a group may be called ``name`` too.
         """
         route = self._named.get(name)
         if route is None:
             raise KeyError(f"no route named {name!r}")
         path = _fill(route.pattern, list(args), kwargs)
-        if route.match(path) is None:
+        # Routes see the percent-decoded path: check what the request for this URL will match.
+        if route.match(unquote(path)) is None:
             raise ValueError(f"values {args!r} {kwargs!r} do not match route {route.pattern!r}")
         return path
 
