@@ -81,6 +81,11 @@ class Brubeck:
                 )
             self.add_route_rule(rule[0], rule[1], **(rule[2] if len(rule) == 3 else {}))
 
+    @property
+    def cookie_secret(self) -> Any:
+        """``settings["cookie_secret"]``: a secret, or a list of them newest first."""
+        return self.settings.get("cookie_secret")
+
     # Routes
 
     def add_route_rule(
@@ -99,7 +104,9 @@ class Brubeck:
                 )
             if init_kwargs:
                 raise TypeError("init kwargs are for handler classes, not functions")
-        return self.router.add(pattern, target, method, name, **init_kwargs)
+        route = self.router.add(pattern, target, method, name, **init_kwargs)
+        route.finishes = route.is_class and target.on_finish is not MessageHandler.on_finish
+        return route
 
     def add_route(
         self, pattern: str, method: str | Iterable[str] | None = None, name: str | None = None
@@ -159,7 +166,7 @@ class Brubeck:
                     raise HTTPError(405, f"{method} is not allowed here", {"Allow": allow})
                 raise HTTPError(404, f"nothing here at {request.path}")
             target = route.target
-            if isinstance(target, type):
+            if route.is_class:
                 handler = target(self, request, **route.init_kwargs)
                 result: Any = handler.execute(args, kwargs)
             else:
@@ -170,7 +177,7 @@ class Brubeck:
             return
         if isinstance(result, Response):
             self.respond(request, result)
-            if handler is not None:
+            if handler is not None and route.finishes:
                 self._on_finish(handler)
         elif handler is not None or inspect.isawaitable(result):
             self._spawn(self._respond_later(request, result, handler))
@@ -232,7 +239,8 @@ class Brubeck:
         conn = self.msg_conn
         if conn is None:
             raise RuntimeError("this Brubeck app has no msg_conn to answer through")
-        conn.reply(request, data)
+        cid = request.conn_id
+        conn.send_raw(b"%s %d:%s, %s" % (request.sender, len(cid), cid, data))
         if close:
             conn.close_connection(request)
 
@@ -290,15 +298,25 @@ class Brubeck:
     async def _receive(self) -> None:
         assert self.msg_conn is not None and self._capacity is not None
         capacity = self._capacity
-        handle = self.handle_message
+        handle = self._handle_logged
         async for batch in self.msg_conn.batches():
-            for raw in batch:
-                try:
-                    handle(raw)
-                except Exception:
-                    log.exception("dropped a message: handling it failed")
-            if not capacity.is_set():
-                await capacity.wait()
+            # The limit holds inside a batch too: wait before each message, not after the batch.
+            for index, raw in enumerate(batch):
+                if not capacity.is_set():
+                    try:
+                        await capacity.wait()
+                    except asyncio.CancelledError:
+                        # Stopping: these already left ZeroMQ, so start them; the drain awaits them.
+                        for rest in batch[index:]:
+                            handle(rest)
+                        raise
+                handle(raw)
+
+    def _handle_logged(self, raw: bytes) -> None:
+        try:
+            self.handle_message(raw)
+        except Exception:
+            log.exception("dropped a message: handling it failed")
 
     async def _drain(self) -> None:
         if not self._tasks:

@@ -12,9 +12,11 @@ import html
 import logging
 import sys
 from collections.abc import Awaitable
+from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from .cookies import format_set_cookie
 from .errors import HTTPError
 from .request import Request
 from .response import (
@@ -26,6 +28,7 @@ from .response import (
     to_body_bytes,
 )
 from .routing import HTTP_METHODS
+from .security import DEFAULT_MAX_AGE, Secrets, sign_value, verify_value
 
 if TYPE_CHECKING:
     from .app import Brubeck
@@ -114,8 +117,68 @@ class MessageHandler:
         values = self.message.arguments.get(name, [])
         return [v.strip() for v in values] if strip else list(values)
 
-    def get_cookie(self, name: str, default: str | None = None) -> str | None:
-        return self.message.cookies.get(name, default)
+    def get_cookie(
+        self,
+        name: str,
+        default: Any = None,
+        secret: Secrets | None = None,
+        max_age: float | None = DEFAULT_MAX_AGE,
+    ) -> Any:
+        """A cookie's value; with ``secret``, only if its signature is valid and not expired.
+
+        ``secret`` may be a list (newest first) to accept values signed before a key rotation.
+        """
+        value = self.message.cookies.get(name)
+        if value is None or secret is None:
+            return default if value is None else value
+        verified = verify_value(secret, name, value, max_age=max_age)
+        return default if verified is None else verified
+
+    def set_cookie(
+        self,
+        name: str,
+        value: Any,
+        secret: Secrets | None = None,
+        *,
+        max_age: int | None = None,
+        expires: datetime | float | None = None,
+        path: str | None = "/",
+        domain: str | None = None,
+        secure: bool = False,
+        httponly: bool = False,
+        samesite: str | None = "Lax",
+    ) -> None:
+        """Add a Set-Cookie header; with ``secret`` the value (any JSON) is signed.
+
+        A signed cookie is tamper-evident, not secret: do not put secrets in it.
+        """
+        if secret is not None:
+            value = sign_value(secret, name, value)
+        elif not isinstance(value, str):
+            value = str(value)
+        self.add_header(
+            "Set-Cookie",
+            format_set_cookie(
+                name,
+                value,
+                max_age=max_age,
+                expires=expires,
+                path=path,
+                domain=domain,
+                secure=secure,
+                httponly=httponly,
+                samesite=samesite,
+            ),
+        )
+
+    def delete_cookie(self, name: str, path: str | None = "/", domain: str | None = None) -> None:
+        """Tell the client to drop a cookie (same path and domain as it was set with)."""
+        self.set_cookie(name, "", max_age=0, expires=0, path=path, domain=domain)
+
+    def delete_cookies(self, path: str | None = "/", domain: str | None = None) -> None:
+        """Drop every cookie the client sent."""
+        for name in self.message.cookies:
+            self.delete_cookie(name, path=path, domain=domain)
 
     # Response side
 

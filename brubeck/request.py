@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, unquote
 
 import ujson
 
+from .cookies import parse_cookies
 from .errors import HTTPError
 from .protocol import HeaderValue, Message
 
@@ -73,21 +74,6 @@ class Headers(Mapping[str, Any]):
         return f"Headers({dict(self.items())!r})"
 
 
-def parse_cookies(header: str) -> dict[str, str]:
-    """Parse a Cookie header; a malformed pair is skipped, as browsers do."""
-    cookies: dict[str, str] = {}
-    for chunk in header.split(";"):
-        name, sep, value = chunk.partition("=")
-        name = name.strip()
-        if not sep or not name:
-            continue
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] == '"':
-            value = value[1:-1]
-        cookies.setdefault(name, value)
-    return cookies
-
-
 def parse_query(raw: bytes, what: str = "query string") -> dict[str, list[str]]:
     """Decode ``a=1&b=2`` pairs as UTF-8, raw or percent-encoded; invalid UTF-8 is a 400.
 
@@ -131,7 +117,8 @@ class Request:
         self.sender = message.sender
         self.conn_id = message.conn_id
         self.body = message.body
-        self.method = message.method.decode("latin-1")
+        method = message.headers.get(b"METHOD", b"")
+        self.method = (method if type(method) is bytes else method[-1]).decode("latin-1")
         self._path: str | None = None
         self._headers: Headers | None = None
         self._arguments: dict[str, list[str]] | None = None

@@ -26,8 +26,10 @@ class Route:
     """
 
     __slots__ = (
+        "finishes",
         "has_groups",
         "init_kwargs",
+        "is_class",
         "methods",
         "name",
         "pattern",
@@ -56,6 +58,9 @@ class Route:
         #: indices of unnamed groups, passed positionally in order
         self.positional = tuple(i for i in range(1, self.regex.groups + 1) if i not in named)
         self.has_groups = self.regex.groups > 0
+        self.is_class = isinstance(target, type)
+        #: set by the app: whether the handler class has an ``on_finish`` worth calling
+        self.finishes = False
         self.methods = _route_methods(target, methods)
 
     def match(self, path: str) -> tuple[tuple[str, ...], dict[str, str]] | None:
