@@ -141,7 +141,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--requests", type=int, default=200_000)
-    parser.add_argument("--window", type=int, default=2000)
+    parser.add_argument("--window", type=int, default=1000)  # ≤ the bare PUB HWM
     parser.add_argument("--path", default="/brubeck")
     args = parser.parse_args()
     py = sys.executable

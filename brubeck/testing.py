@@ -83,6 +83,9 @@ class TestClient:
         self._task: asyncio.Task[None] | None = None
         self._conn_ids = itertools.count(1)
         self._inbox: dict[bytes, list[bytes]] = {}
+        # One reader at a time files every reply under its id, so concurrent requests each
+        # find theirs, whoever read it.
+        self._reading = asyncio.Lock()
 
     async def __aenter__(self) -> TestClient:
         self._push = self._ctx.socket(zmq.PUSH)
@@ -121,6 +124,9 @@ class TestClient:
 
         Non-ASCII in the path and query goes out as raw UTF-8, as curl sends it; headers as Latin-1.
         """
+        if any(char.isspace() for char in path + query):
+            # No HTTP request line carries one; here it would split the message itself.
+            raise ValueError(f"percent-encode the whitespace in {path + query!r} (%20 for a space)")
         m2: dict[bytes, Any] = {
             b"PATH": path.encode(),
             b"METHOD": method.encode(),
@@ -163,7 +169,9 @@ class TestClient:
         key = b"%d" % conn_id
         async with asyncio.timeout(self.timeout):
             while not self._inbox.get(key):
-                self._file(await self._sub.recv())
+                async with self._reading:
+                    if not self._inbox.get(key):
+                        self._file(await self._sub.recv())
         return self._inbox[key].pop(0)
 
     def _drain_ready(self) -> None:
