@@ -79,7 +79,7 @@ class Brubeck:
                     f"a handler tuple is (pattern, handler) or (pattern, handler, kwargs); "
                     f"got {rule!r}"
                 )
-            self.add_route_rule(rule[0], rule[1], **(rule[2] if len(rule) == 3 else {}))
+            self._add_route(rule[0], rule[1], None, None, rule[2] if len(rule) == 3 else {})
 
     @property
     def cookie_secret(self) -> Any:
@@ -97,6 +97,17 @@ class Brubeck:
         **init_kwargs: Any,
     ) -> Route:
         """Route ``pattern`` to a handler class or function; first added, first tried."""
+        return self._add_route(pattern, target, method, name, init_kwargs)
+
+    def _add_route(
+        self,
+        pattern: str,
+        target: Any,
+        method: str | Iterable[str] | None,
+        name: str | None,
+        init_kwargs: dict[str, Any],
+    ) -> Route:
+        """``add_route_rule`` with the init kwargs as a dict: any key is theirs, even ``name``."""
         if not (isinstance(target, type) and issubclass(target, MessageHandler)):
             if isinstance(target, type) or not callable(target):
                 raise TypeError(
@@ -104,7 +115,7 @@ class Brubeck:
                 )
             if init_kwargs:
                 raise TypeError("init kwargs are for handler classes, not functions")
-        route = self.router.add(pattern, target, method, name, **init_kwargs)
+        route = self.router.add_route(Route(pattern, target, method, name, init_kwargs))
         route.finishes = route.is_class and target.on_finish is not MessageHandler.on_finish
         return route
 

@@ -110,7 +110,11 @@ class Router:
         name: str | None = None,
         **init_kwargs: Any,
     ) -> Route:
-        route = Route(pattern, target, methods, name, init_kwargs)
+        return self.add_route(Route(pattern, target, methods, name, init_kwargs))
+
+    def add_route(self, route: Route) -> Route:
+        """Append a built route; its init kwargs may use any key, even ``name`` or ``methods``."""
+        name = route.name
         if name is not None:
             if name in self._named:
                 raise ValueError(f"a route named {name!r} exists already: {self._named[name]!r}")

@@ -1,0 +1,368 @@
+"""connection.py: the two ZeroMQ sockets, against raw sockets playing Mongrel2's side."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import re
+from collections.abc import AsyncIterator, Callable
+from types import SimpleNamespace
+
+import pytest
+import zmq
+import zmq.asyncio
+
+from brubeck.connection import Mongrel2Connection
+from tests import fixtures
+
+_names = itertools.count()
+
+
+class Mongrel2Side:
+    """Mongrel2's sockets: it binds a PUSH for requests and a SUB for replies (MONGREL2.md §A1).
+
+    Like Mongrel2, it reads its SUB socket all the time: an idle ZeroMQ socket does not even
+    attach new peers, so it would never pass a subscription on.
+    """
+
+    def __init__(self, context: zmq.asyncio.Context, transport: str) -> None:
+        name = f"m2-test-{next(_names)}"
+        self.context = context
+        self.push = context.socket(zmq.PUSH)
+        self.push.linger = 0
+        self.sub: zmq.asyncio.Socket | None = None
+        self.received: asyncio.Queue[bytes] = asyncio.Queue()
+        self._reader: asyncio.Task[None] | None = None
+        if transport == "inproc":
+            self.push.bind(f"inproc://{name}-send")
+            self.pull_addr = f"inproc://{name}-send"
+            self.pub_addr = f"inproc://{name}-recv"
+        else:
+            self.push.bind("tcp://127.0.0.1:*")
+            self.pull_addr = self.push.last_endpoint.decode()
+            self.bind_sub("tcp://127.0.0.1:*")
+            assert self.sub is not None
+            self.pub_addr = self.sub.last_endpoint.decode()
+
+    def bind_sub(self, address: str | None = None) -> None:
+        self.sub = self.context.socket(zmq.SUB)
+        self.sub.linger = 0
+        self.sub.bind(address or self.pub_addr)
+        self.sub.subscribe(b"")
+        self._reader = asyncio.get_running_loop().create_task(self._read(self.sub))
+
+    async def _read(self, sub: zmq.asyncio.Socket) -> None:
+        while True:
+            self.received.put_nowait(await sub.recv())
+
+    def connection(self, **options: object) -> Mongrel2Connection:
+        return Mongrel2Connection(
+            self.pull_addr,
+            self.pub_addr,
+            context=self.context,
+            **options,  # type: ignore[arg-type]
+        )
+
+    async def replies(self, count: int) -> list[bytes]:
+        assert self.sub is not None, "bind_sub() first"
+        return [await asyncio.wait_for(self.received.get(), 2) for _ in range(count)]
+
+    async def assert_quiet(self) -> None:
+        await asyncio.sleep(0.05)
+        assert self.received.empty(), "an unexpected reply was sent"
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        for sock in (self.push, self.sub):
+            if sock is not None:
+                sock.close(linger=0)
+
+
+@pytest.fixture
+async def new_mongrel2() -> AsyncIterator[Callable[..., Mongrel2Side]]:
+    """Make Mongrel2 sides on a private context; everything is closed afterwards."""
+    context = zmq.asyncio.Context()
+    sides: list[Mongrel2Side] = []
+
+    def make(transport: str = "inproc", bound: bool = True) -> Mongrel2Side:
+        side = Mongrel2Side(context, transport)
+        sides.append(side)
+        if bound and side.sub is None:
+            side.bind_sub()
+        return side
+
+    yield make
+    for side in sides:
+        await side.close()
+    context.destroy(linger=0)
+
+
+@pytest.fixture
+async def mongrel2(new_mongrel2: Callable[..., Mongrel2Side]) -> Mongrel2Side:
+    return new_mongrel2()
+
+
+@pytest.fixture
+async def conn(mongrel2: Mongrel2Side) -> AsyncIterator[Mongrel2Connection]:
+    connection = mongrel2.connection(sender_id="brubeck-1")
+    connection.open()
+    yield connection
+    await connection.close(flush_timeout=0.5)
+
+
+def targets(reply: bytes) -> list[int]:
+    found = re.match(rb"[\w-]+ (\d+):([\d ]+), ", reply)
+    assert found, reply
+    assert int(found[1]) == len(found[2])
+    return [int(i) for i in found[2].split(b" ")]
+
+
+async def collect(connection: Mongrel2Connection, count: int) -> list[list[bytes]]:
+    batches: list[list[bytes]] = []
+    async with asyncio.timeout(2):
+        async for batch in connection.batches():
+            batches.append(batch)
+            if sum(map(len, batches)) >= count:
+                return batches
+    raise AssertionError("batches() ended")
+
+
+# Receiving
+
+
+async def test_batches_yield_every_message_in_order(
+    mongrel2: Mongrel2Side, conn: Mongrel2Connection
+) -> None:
+    messages = [fixtures.with_conn_id(fixtures.GET_QUERY, n) for n in range(1, 51)]
+    for raw in messages:
+        await mongrel2.push.send(raw)
+    batches = await collect(conn, len(messages))
+    assert [raw for batch in batches for raw in batch] == messages
+
+
+async def test_a_batch_holds_at_most_max_batch_messages(mongrel2: Mongrel2Side) -> None:
+    connection = mongrel2.connection(max_batch=3)
+    connection.open()
+    try:
+        for n in range(10):
+            await mongrel2.push.send(b"%d" % n)
+        await asyncio.sleep(0.05)  # let all ten reach the PULL socket first
+        batches = await collect(connection, 10)
+    finally:
+        await connection.close()
+    sizes = [len(batch) for batch in batches]
+    assert max(sizes) == 3, sizes
+    assert [raw for batch in batches for raw in batch] == [b"%d" % n for n in range(10)]
+
+
+# Sending
+
+
+async def test_send_to_one_connection(mongrel2: Mongrel2Side, conn: Mongrel2Connection) -> None:
+    conn.send(None, 7, b"HTTP/1.1 200 OK\r\n\r\n")
+    conn.send(b"other-sender", b"8", b"x")
+    conn.send("text-sender", 9, b"")
+    assert await mongrel2.replies(3) == [
+        b"brubeck-1 1:7, HTTP/1.1 200 OK\r\n\r\n",
+        b"other-sender 1:8, x",
+        b"text-sender 1:9, ",
+    ]
+
+
+async def test_reply_and_close_go_to_the_requests_connection(
+    mongrel2: Mongrel2Side, conn: Mongrel2Connection
+) -> None:
+    request = SimpleNamespace(sender=fixtures.SENDER, conn_id=b"42")
+    conn.reply(request, b"body")
+    conn.close_connection(request)
+    assert await mongrel2.replies(2) == [
+        fixtures.SENDER + b" 2:42, body",
+        fixtures.SENDER + b" 2:42, ",
+    ]
+
+
+async def test_deliver_to_many_ids(mongrel2: Mongrel2Side, conn: Mongrel2Connection) -> None:
+    ids = list(range(1, 301))
+    conn.deliver(None, ids, b"news")
+    replies = await mongrel2.replies(3)
+    assert [len(targets(r)) for r in replies] == [128, 128, 44]
+    assert [i for r in replies for i in targets(r)] == ids
+    assert all(r.startswith(b"brubeck-1 ") and r.endswith(b", news") for r in replies)
+    await mongrel2.assert_quiet()
+
+
+async def test_close_many_connections(mongrel2: Mongrel2Side, conn: Mongrel2Connection) -> None:
+    conn.close_connections(b"S", [b"3", 4, 5])
+    assert await mongrel2.replies(1) == [b"S 5:3 4 5, "]
+
+
+async def test_ctl_messages(mongrel2: Mongrel2Side, conn: Mongrel2Connection) -> None:
+    conn.ctl(fixtures.SENDER, 18, cancel=True)
+    conn.ctl(None, b"19", keep_alive=True)
+    cancel, keep_alive = await mongrel2.replies(2)
+    assert cancel == fixtures.CTL_CANCEL
+    assert keep_alive == b"brubeck-1 4:X 19, 31:3:ctl,21:10:keep-alive,4:true!}]"
+
+
+@pytest.mark.parametrize(
+    "send",
+    [
+        lambda c: c.send(None, 1, b"x"),
+        lambda c: c.deliver(None, [1, 2], b"x"),
+        lambda c: c.close_connections(None, [1]),
+        lambda c: c.ctl(None, 1, cancel=True),
+    ],
+)
+async def test_no_sender_id_is_a_clear_error(mongrel2: Mongrel2Side, send: object) -> None:
+    connection = mongrel2.connection()
+    connection.open()
+    try:
+        with pytest.raises(ValueError, match="no sender id known yet"):
+            send(connection)  # type: ignore[operator]
+    finally:
+        await connection.close()
+
+
+async def test_new_sender_id(mongrel2: Mongrel2Side) -> None:
+    connection = mongrel2.connection()
+    sender = connection.new_sender_id()
+    assert re.fullmatch(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", sender)
+    assert connection.sender_id == sender
+    assert connection.new_sender_id() != sender
+
+
+def test_sender_id_given_as_text_is_bytes() -> None:
+    assert Mongrel2Connection("inproc://a", "inproc://b", "abc").sender_id == b"abc"
+
+
+# Never dropping a reply
+
+
+async def test_replies_sent_before_the_subscription_are_held_then_delivered_in_order(
+    new_mongrel2: Callable[..., Mongrel2Side],
+) -> None:
+    mongrel2 = new_mongrel2(bound=False)
+    connection = mongrel2.connection(sender_id="S")
+    connection.open()
+    try:
+        for n in range(1, 6):
+            connection.send(None, n, b"early %d" % n)
+        assert connection.pending == 5
+        await asyncio.sleep(0.02)
+        mongrel2.bind_sub()  # Mongrel2 starts late: its SUB binds and subscribes now
+        early = await mongrel2.replies(5)
+        connection.send(None, 6, b"late")
+        late = await mongrel2.replies(1)
+        assert connection.pending == 0
+    finally:
+        await connection.close()
+    assert early == [b"S 1:%d, early %d" % (n, n) for n in range(1, 6)]
+    assert late == [b"S 1:6, late"]
+
+
+async def test_a_full_socket_queues_replies_instead_of_dropping_them(
+    mongrel2: Mongrel2Side, conn: Mongrel2Connection
+) -> None:
+    conn.send(None, 1, b"first")
+    assert await mongrel2.replies(1) == [b"brubeck-1 1:1, first"]
+    body = b"x" * 100
+    count = 5000  # well past the high-water marks of both sockets
+    for n in range(count):
+        conn.send(None, n, body)
+    assert conn.pending > 0, "the socket should have filled up"
+    replies = await mongrel2.replies(count)
+    assert replies == [b"brubeck-1 %d:%d, %s" % (len(b"%d" % n), n, body) for n in range(count)]
+    assert conn.pending == 0
+
+
+async def test_backlog_limit_raises_instead_of_growing(mongrel2: Mongrel2Side) -> None:
+    connection = Mongrel2Connection(
+        mongrel2.pull_addr,
+        "inproc://nobody-listens",
+        "S",
+        context=mongrel2.context,
+        backlog_limit=3,
+    )
+    connection.open()
+    try:
+        for n in range(3):
+            connection.send(None, n, b"x")
+        with pytest.raises(BufferError, match="3 replies are waiting") as info:
+            connection.send(None, 4, b"x")
+        assert "inproc://nobody-listens" in str(info.value)
+    finally:
+        await connection.close(flush_timeout=0.01)
+
+
+async def test_close_gives_up_on_unsent_replies_after_the_timeout(
+    mongrel2: Mongrel2Side, caplog: pytest.LogCaptureFixture
+) -> None:
+    connection = Mongrel2Connection(
+        mongrel2.pull_addr, "inproc://nobody-listens", "S", context=mongrel2.context
+    )
+    connection.open()
+    connection.send(None, 1, b"lost")
+    await asyncio.wait_for(connection.close(flush_timeout=0.05), 1)
+    assert not connection.is_open
+    assert "closing with 1 replies unsent" in caplog.text
+
+
+async def test_close_flushes_what_is_queued(mongrel2: Mongrel2Side) -> None:
+    connection = mongrel2.connection(sender_id="S")
+    connection.open()
+    for n in range(3):
+        connection.send(None, n, b"bye")
+    await connection.close()
+    assert await mongrel2.replies(3) == [b"S 1:%d, bye" % n for n in range(3)]
+
+
+# Life cycle
+
+
+async def test_open_and_close_are_idempotent(mongrel2: Mongrel2Side) -> None:
+    connection = mongrel2.connection()
+    assert not connection.is_open
+    await connection.close()
+    connection.open()
+    connection.open()
+    assert connection.is_open
+    await connection.close()
+    await connection.close()
+    assert not connection.is_open
+
+
+@pytest.mark.parametrize("opened", [False, True])
+async def test_sending_on_a_closed_connection_is_an_error(
+    mongrel2: Mongrel2Side, opened: bool
+) -> None:
+    connection = mongrel2.connection(sender_id="S")
+    if opened:
+        connection.open()
+        await connection.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        connection.send(None, 1, b"x")
+
+
+async def test_over_tcp_loopback(new_mongrel2: Callable[..., Mongrel2Side]) -> None:
+    mongrel2 = new_mongrel2("tcp")
+    connection = mongrel2.connection()
+    connection.open()
+    try:
+        await mongrel2.push.send(fixtures.POST_FORM)
+        (batch,) = await collect(connection, 1)
+        connection.send(fixtures.SENDER, 2, b"HTTP/1.1 204 No Content\r\n\r\n")
+        reply = await mongrel2.replies(1)
+    finally:
+        await connection.close()
+    assert batch == [fixtures.POST_FORM]
+    assert reply == [fixtures.SENDER + b" 1:2, HTTP/1.1 204 No Content\r\n\r\n"]
+
+
+def test_repr() -> None:
+    assert repr(Mongrel2Connection("tcp://a:1", "tcp://b:2")) == (
+        "Mongrel2Connection('tcp://a:1', 'tcp://b:2')"
+    )
