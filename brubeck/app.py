@@ -16,6 +16,7 @@ import contextlib
 import inspect
 import logging
 import signal
+from collections import deque
 from collections.abc import Callable, Iterable
 from types import SimpleNamespace
 from typing import Any
@@ -71,6 +72,7 @@ class Brubeck:
         self._on_startup: list[Hook] = []
         self._on_shutdown: list[Hook] = []
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._waiting: dict[bytes, deque[list[Any]]] = {}
         self._capacity: asyncio.Event | None = None
         self._stopping: asyncio.Event | None = None
         for rule in handler_tuples:
@@ -161,10 +163,19 @@ class Brubeck:
         if conn is not None and conn.sender_id is None:
             conn.sender_id = message.sender
         headers = message.headers
-        if b"x-mongrel2-upload-start" in headers and b"x-mongrel2-upload-done" not in headers:
+        if (
+            b"x-mongrel2-upload-start" in headers
+            and b"x-mongrel2-upload-done" not in headers
+            and not message.body
+            and _expects_body(headers)
+        ):
             # Only the "done" message gets a response (MONGREL2.md §0.6).
             return
-        request = Request(message)
+        try:
+            request = Request(message)
+        except (TypeError, AttributeError, IndexError):
+            log.warning("dropped a message on %r: its METHOD header is not a string", message.path)
+            return
         method = request.method
         if method in ("JSON", "XML") or b"METHOD" not in headers:
             log.warning("dropped a %r message on %r: not an HTTP request", method, message.path)
@@ -184,16 +195,41 @@ class Brubeck:
                 handler = None
                 result = target(self, request, *args, **kwargs)
         except Exception as exc:
-            self.respond(request, self.error_response(request, exc))
+            self._deliver(request, self.error_response(request, exc))
             return
         if isinstance(result, Response):
-            self.respond(request, result)
+            self._deliver(request, result)
             if handler is not None and route.finishes:
                 self._on_finish(handler)
         elif handler is not None or inspect.isawaitable(result):
-            self._spawn(self._respond_later(request, result, handler))
+            slot = self._reserve(request)
+            self._spawn(self._respond_later(slot, result, handler))
         else:
-            self.respond(request, self._function_response(request, result))
+            self._deliver(request, self._function_response(request, result))
+
+    # Pipelined requests on one connection must be answered in the order they came, even when
+    # an earlier one awaits and a later one does not: an answer waits in its connection's
+    # queue until those before it are sent. Connections with nothing pending have no queue.
+
+    def _deliver(self, request: Request, response: Response) -> None:
+        if self._waiting and request.conn_id in self._waiting:
+            self._reserve(request)[1] = response
+            self._release(request.conn_id)
+        else:
+            self.respond(request, response)
+
+    def _reserve(self, request: Request) -> list[Any]:
+        slot: list[Any] = [request, None]
+        self._waiting.setdefault(request.conn_id, deque()).append(slot)
+        return slot
+
+    def _release(self, conn_id: bytes) -> None:
+        queue = self._waiting.get(conn_id)
+        while queue and queue[0][1] is not None:
+            request, response = queue.popleft()
+            self.respond(request, response)
+        if not queue:
+            self._waiting.pop(conn_id, None)
 
     def _on_finish(self, handler: MessageHandler) -> None:
         try:
@@ -211,15 +247,22 @@ class Brubeck:
             return self.error_response(request, exc)
 
     async def _respond_later(
-        self, request: Request, pending: Any, handler: MessageHandler | None
+        self, slot: list[Any], pending: Any, handler: MessageHandler | None
     ) -> None:
+        request = slot[0]
         try:
-            result = await pending
-        except Exception as exc:
-            response = self.error_response(request, exc)
-        else:
-            response = self._function_response(request, result)
-        self.respond(request, response)
+            try:
+                result = await pending
+            except Exception as exc:
+                response = self.error_response(request, exc)
+            else:
+                response = self._function_response(request, result)
+        except BaseException:
+            slot[1] = _CANCELLED
+            self._release(request.conn_id)
+            raise
+        slot[1] = response
+        self._release(request.conn_id)
         if handler is not None:
             self._on_finish(handler)
 
@@ -239,6 +282,8 @@ class Brubeck:
 
     def respond(self, request: Request, response: Response) -> None:
         """Frame a response for the request's connection, then close it if HTTP says so."""
+        if response is _CANCELLED:
+            return
         connection, close = _connection_policy(request)
         try:
             data = response.encode(head=request.method == "HEAD", connection=connection)
@@ -257,11 +302,13 @@ class Brubeck:
 
     def error_response(self, request: Request, exc: BaseException) -> Response:
         """The response for an exception raised outside a handler class (routing, functions)."""
+        exc_info = None
         if not isinstance(exc, HTTPError):
             log.error("uncaught exception for %r", request, exc_info=exc)
+            exc_info = (type(exc), exc, exc.__traceback__)
             exc = HTTPError(500)
         handler = self.error_handler(self, request)
-        response = handler.send_error(exc.status, exc.message)
+        response = handler.send_error(exc.status, exc.message, exc_info=exc_info)
         response.headers.extend(exc.headers.items())
         return response
 
@@ -369,6 +416,19 @@ class Brubeck:
             await self.serve()
 
         asyncio.run(main())
+
+
+#: Stands in the order queue for a request whose task was cancelled: nothing is sent for it.
+_CANCELLED: Any = Response(b"", 500)
+
+
+def _expects_body(headers: dict[bytes, Any]) -> bool:
+    """Whether the client announced a body: a real upload notice always comes with one."""
+    length = headers.get(b"content-length")
+    if isinstance(length, bytes) and length.strip().isdigit() and int(length) > 0:
+        return True
+    encoding = headers.get(b"transfer-encoding")
+    return isinstance(encoding, bytes) and b"chunked" in encoding.lower()
 
 
 def _connection_policy(request: Request) -> tuple[str | None, bool]:

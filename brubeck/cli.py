@@ -74,15 +74,35 @@ def _prepare(args: argparse.Namespace) -> Brubeck:
 def cmd_run(args: argparse.Namespace) -> int:
     app = _prepare(args)
     if not args.mongrel2:
+        ignored = [
+            flag
+            for flag, given in (
+                ("--port", args.port != 6767),
+                ("--bind", args.bind != "127.0.0.1"),
+                ("--no-access-log", not args.access_log),
+                ("--run-dir", args.run_dir is not None),
+            )
+            if given
+        ]
+        if ignored:
+            log.warning("%s only apply with --mongrel2; ignored", ", ".join(ignored))
         app.run()
         return 0
+    if args.run_dir:
+        _serve_with_mongrel2(app, args, args.run_dir)
+    else:
+        with tempfile.TemporaryDirectory(prefix="brubeck-mongrel2-") as run_dir:
+            _serve_with_mongrel2(app, args, run_dir)
+    return 0
+
+
+def _serve_with_mongrel2(app: Brubeck, args: argparse.Namespace, run_dir: str) -> None:
     from .mongrel2 import Mongrel2Process
 
-    run_dir = args.run_dir or tempfile.mkdtemp(prefix="brubeck-mongrel2-")
+    app.settings.setdefault("mongrel2_run_dir", run_dir)
     with Mongrel2Process(_mongrel2_config(app, args), run_dir) as m2:
         print(f"Mongrel2 listening on {m2.url}  (run dir {run_dir}); Ctrl-C stops both", flush=True)
         app.run()
-    return 0
 
 
 def cmd_mongrel2_config(args: argparse.Namespace) -> int:

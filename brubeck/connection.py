@@ -39,7 +39,7 @@ class Mongrel2Connection:
         pull_addr: Mongrel2's ``send_spec`` (it binds a PUSH there; we connect).
         pub_addr: Mongrel2's ``recv_spec`` (it binds a SUB there; we connect).
         sender_id: the first token of replies that answer no request (``deliver`` to ids);
-            by default the sender of the last request received, which suits any ``recv_ident``.
+            by default the sender of the first request received, which suits any ``recv_ident``.
         max_batch: most messages handled per wakeup before other tasks get to run.
         backlog_limit: most replies held while the socket is full or not yet subscribed;
             past it a send raises ``BufferError`` rather than grow without bound.

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from http import HTTPStatus
-
 from .response import check_header
 
 
@@ -34,10 +32,9 @@ class HTTPError(Exception):
 
     @property
     def reason(self) -> str:
-        try:
-            return HTTPStatus(self.status).phrase
-        except ValueError:
-            return "Unknown"
+        from .response import reason_phrase
+
+        return reason_phrase(self.status)
 
     def __str__(self) -> str:
         text = f"HTTP {self.status} {self.reason}"

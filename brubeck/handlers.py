@@ -39,6 +39,7 @@ ExcInfo = tuple[type[BaseException], BaseException, TracebackType] | tuple[None,
 HandlerResult = Response | Awaitable[Response]
 
 _REQUIRED: Any = object()
+_LINE_BREAKS = str.maketrans("", "", "\r\n\0")
 _VERB_NAMES = {method: method.lower() for method in HTTP_METHODS}
 
 
@@ -189,6 +190,8 @@ class MessageHandler:
     def set_status(self, status_code: int, status_msg: str | None = None) -> None:
         if not isinstance(status_code, int) or not 100 <= status_code <= 999:
             raise ValueError(f"HTTP status must be an int in 100..999, got {status_code!r}")
+        if status_msg is not None and status_msg.translate(_LINE_BREAKS) != status_msg:
+            raise ValueError(f"reason phrase has CR, LF or NUL: {status_msg!r}")
         self._status = status_code
         self._reason = status_msg
 

@@ -78,7 +78,7 @@ def to_body_bytes(body: bytes | str | dict | list | None) -> bytes:
     if isinstance(body, (bytearray, memoryview)):
         return bytes(body)
     if isinstance(body, (dict, list)):
-        return ujson.dumps(body, ensure_ascii=False).encode("utf-8")
+        return ujson.dumps(body, ensure_ascii=False, escape_forward_slashes=False).encode("utf-8")
     raise TypeError(f"a response body must be bytes, str, dict or list, not {type(body).__name__}")
 
 
@@ -137,8 +137,11 @@ _MANAGED = frozenset(["content-length", "connection", "date"])
 
 
 _PREFIXES: dict[tuple[int, tuple[str, str]], bytes] = {}
-_CONNECTION_LINES = {None: b"", "close": b"Connection: close\r\n",
-                     "keep-alive": b"Connection: keep-alive\r\n"}
+_CONNECTION_LINES = {
+    None: b"",
+    "close": b"Connection: close\r\n",
+    "keep-alive": b"Connection: keep-alive\r\n",
+}
 
 
 def _cache_prefix(key: tuple[int, tuple[str, str]]) -> bytes:

@@ -609,3 +609,50 @@ def test_reverse_url_even_for_a_group_called_name() -> None:
     app = Brubeck()
     app.add_route_rule(r"^/u/(?P<name>\w+)$", lambda a, r: "x", name="user")
     assert app.reverse_url("user", name="ada") == "/u/ada"
+
+
+async def test_pipelined_answers_keep_request_order() -> None:
+    """A slow async request then a fast one on the same connection: answers leave in order."""
+    app = Brubeck()
+    release = asyncio.Event()
+
+    @app.add_route(r"^/slow$")
+    async def slow(application: Brubeck, request: Request) -> str:
+        await release.wait()
+        return "slow"
+
+    @app.add_route(r"^/fast$")
+    def fast(application: Brubeck, request: Request) -> str:
+        return "fast"
+
+    async with TestClient(app) as client:
+        await client.send_raw(client.build_message("GET", "/slow", conn_id=7))
+        await client.send_raw(client.build_message("GET", "/fast", conn_id=7))
+        await client.send_raw(client.build_message("GET", "/fast", conn_id=8))
+        other = TestResponse(await client.receive(8), closed=False)
+        assert other.text == "fast"  # another connection is not held up
+        assert await no_reply(client, 7)
+        release.set()
+        first = TestResponse(await client.receive(7), closed=False)
+        second = TestResponse(await client.receive(7), closed=False)
+        assert (first.text, second.text) == ("slow", "fast")
+        assert app._waiting == {}
+
+
+async def test_a_forged_upload_header_without_a_body_is_answered() -> None:
+    """Mongrel2's upload-start always announces a body; a bare client header is a request."""
+    app, seen = recording_app()
+    async with TestClient(app) as client:
+        response = await client.get("/x", headers={"x-mongrel2-upload-start": "tmp/upload.X"})
+        assert response.status_code == 200 and seen == ["/x"]
+
+
+async def test_reason_phrase_with_a_line_break_is_refused() -> None:
+    class Splitter(WebMessageHandler):
+        def get(self) -> None:
+            self.set_status(200, "OK\r\nX-Injected: yes")
+
+    async with TestClient(Brubeck(handler_tuples=[(r"^/$", Splitter)])) as client:
+        response = await client.get("/")
+        assert response.status_code == 500
+        assert "x-injected" not in response.headers

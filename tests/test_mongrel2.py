@@ -50,7 +50,7 @@ def test_render_defaults():
     assert '"server.daemonize": 0' in text
     assert '"limits.content_length": 20480' in text
     assert '"upload.temp_store": "tmp/upload.XXXXXX"' in text
-    assert '"upload.temp_store_mode": "0666"' in text
+    assert '"upload.temp_store_mode": "0600"' in text
     assert "disable.access_logging" not in text
     assert text.rstrip().endswith("servers = [main]")
 
@@ -166,8 +166,16 @@ def test_process_paths(tmp_path):
     assert proc.resolve_path("/tmp/upload.abc") == tmp_path / "tmp/upload.abc"
     with pytest.raises(ValueError, match="outside the run directory"):
         proc.resolve_path("/../etc/passwd")
-    proc._chrooted = False  # test mode: absolute paths are real paths
-    assert proc.resolve_path("/tmp/upload.abc") == Path("/tmp/upload.abc")
+    proc._chrooted = False  # test mode: absolute paths are literal, but only in the store dir
+    with pytest.raises(ValueError, match="not in Mongrel2's upload directory"):
+        proc.resolve_path("/tmp/upload.abc")
+    literal = Mongrel2Process(
+        make(settings={"upload.temp_store": "/var/up/upload.XXXXXX"}), tmp_path
+    )
+    literal._chrooted = False
+    assert literal.resolve_path("/var/up/upload.abc") == Path("/var/up/upload.abc")
+    with pytest.raises(ValueError, match="not in Mongrel2's upload directory"):
+        literal.resolve_path("/etc/passwd")
     assert "stopped" in repr(proc) and "8123" in repr(proc)
     proc.stop()  # idempotent, also before start
 
