@@ -24,6 +24,7 @@ from typing import Any
 from .connection import Mongrel2Connection
 from .errors import HTTPError
 from .handlers import MessageHandler, WebMessageHandler, as_response
+from .inflight import InFlight
 from .protocol import NOTICE_PATH, ProtocolError, parse
 from .request import Request
 from .response import Response
@@ -73,6 +74,7 @@ class Brubeck:
         self._on_shutdown: list[Hook] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._waiting: dict[bytes, deque[list[Any]]] = {}
+        self._inflight = InFlight()
         self._capacity: asyncio.Event | None = None
         self._stopping: asyncio.Event | None = None
         for rule in handler_tuples:
@@ -203,7 +205,9 @@ class Brubeck:
                 self._on_finish(handler)
         elif handler is not None or inspect.isawaitable(result):
             slot = self._reserve(request)
-            self._spawn(self._respond_later(slot, result, handler))
+            task = self._spawn(self._respond_later(slot, result, handler))
+            self._inflight.add(task, request, handler, task.get_loop().time())
+            task.add_done_callback(lambda done: self._inflight.discard(done, request.conn_id))
         else:
             self._deliver(request, self._function_response(request, result))
 
@@ -250,9 +254,19 @@ class Brubeck:
         self, slot: list[Any], pending: Any, handler: MessageHandler | None
     ) -> None:
         request = slot[0]
+        timeout = getattr(handler, "timeout", None) or self.settings.get("request_timeout", 300)
         try:
             try:
-                result = await pending
+                async with asyncio.timeout(timeout) as deadline:
+                    result = await pending
+            except TimeoutError as exc:
+                if not deadline.expired():
+                    response = self.error_response(request, exc)
+                else:
+                    log.warning("%r took longer than %ss: answering 504", request, timeout)
+                    response = self.error_response(
+                        request, HTTPError(504, f"no answer within {timeout} seconds")
+                    )
             except Exception as exc:
                 response = self.error_response(request, exc)
             else:
@@ -266,12 +280,13 @@ class Brubeck:
         if handler is not None:
             self._on_finish(handler)
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
         if len(self._tasks) >= self.max_in_flight and self._capacity is not None:
             self._capacity.clear()
+        return task
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
@@ -317,10 +332,34 @@ class Brubeck:
         kind = message.notice_type()
         if kind == "disconnect":
             log.debug("connection %s closed by the client", message.conn_id.decode())
+            self.connection_closed(message.conn_id)
         elif kind != "credits":
             log.warning(
                 "dropped an unknown Mongrel2 notice on %s: %r", message.conn_id, message.body[:80]
             )
+
+    def connection_closed(self, conn_id: bytes) -> None:
+        """The client is gone: tell its handlers (``on_connection_close``), then cancel them."""
+        self._waiting.pop(conn_id, None)
+        for task, handler in self._inflight.pop_connection(conn_id):
+            if handler is not None:
+                try:
+                    pending = handler.on_connection_close()
+                except Exception:
+                    log.exception("%s.on_connection_close failed", type(handler).__name__)
+                else:
+                    if pending is not None and inspect.isawaitable(pending):
+                        self._spawn(_logged(pending, "on_connection_close"))
+            task.cancel()
+
+    async def _keep_alive(self, interval: float) -> None:
+        """Reset Mongrel2's idle clock for connections held longer than ``interval``."""
+        assert self.msg_conn is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(interval)
+            for request in list(self._inflight.held_since(loop.time() - interval)):
+                self.msg_conn.ctl(request.sender, request.conn_id, keep_alive=True)
 
     # Running
 
@@ -337,12 +376,16 @@ class Brubeck:
             await _maybe_await(hook())
         self.msg_conn.open()
         receiver = asyncio.get_running_loop().create_task(self._receive())
+        keep_alive = asyncio.get_running_loop().create_task(
+            self._keep_alive(float(self.settings.get("keepalive_interval", 60)))
+        )
         stopping = asyncio.get_running_loop().create_task(self._stopping.wait())
         try:
             await asyncio.wait({receiver, stopping}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stopping.cancel()
             receiver.cancel()
+            keep_alive.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await receiver
             await self._drain()

@@ -60,6 +60,9 @@ class MessageHandler:
     """
 
     content_type = DEFAULT_CONTENT_TYPE
+    #: Seconds an awaiting handler may take before the client gets a 504; None: the app's
+    #: ``request_timeout`` setting (300 by default).
+    timeout: float | None = None
 
     def __init__(self, application: Brubeck, message: Request, **kwargs: Any) -> None:
         self.application = application
@@ -85,6 +88,10 @@ class MessageHandler:
 
     def on_finish(self) -> Awaitable[None] | None:
         """Runs after the response was handed to Mongrel2 (logging, cleanup); may be async."""
+        return None
+
+    def on_connection_close(self) -> Awaitable[None] | None:
+        """The client went away while this handler was awaiting; its task is cancelled next."""
         return None
 
     @classmethod

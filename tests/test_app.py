@@ -656,3 +656,60 @@ async def test_reason_phrase_with_a_line_break_is_refused() -> None:
         response = await client.get("/")
         assert response.status_code == 500
         assert "x-injected" not in response.headers
+
+
+class Waiter(WebMessageHandler):
+    """Holds its request until released; records what happened to it."""
+
+    events: list[str] = []
+    release = asyncio.Event()
+
+    async def get(self) -> str:
+        try:
+            await Waiter.release.wait()
+        except asyncio.CancelledError:
+            Waiter.events.append("cancelled")
+            raise
+        return "released"
+
+    def on_connection_close(self) -> None:
+        Waiter.events.append("closed")
+
+
+async def test_a_disconnect_tells_the_handler_and_cancels_its_task() -> None:
+    Waiter.events, Waiter.release = [], asyncio.Event()
+    app = Brubeck(handler_tuples=[(r"^/wait$", Waiter)])
+    async with TestClient(app) as client:
+        await client.send_raw(client.build_message("GET", "/wait", conn_id=4))
+        async with asyncio.timeout(2):
+            while 4 not in [int(c) for c in app._inflight._by_conn]:
+                await asyncio.sleep(0.01)
+        await client.send_raw(fixtures.DISCONNECT)  # a notice for connection 4
+        async with asyncio.timeout(2):
+            while "cancelled" not in Waiter.events:
+                await asyncio.sleep(0.01)
+        assert Waiter.events == ["closed", "cancelled"]
+        assert await no_reply(client, 4) and len(app._inflight) == 0
+
+
+async def test_a_handler_past_its_timeout_gets_a_504() -> None:
+    class Slow(Waiter):
+        timeout = 0.05
+
+    Waiter.events, Waiter.release = [], asyncio.Event()
+    async with TestClient(Brubeck(handler_tuples=[(r"^/slow$", Slow)])) as client:
+        response = await client.get("/slow")
+        assert response.status_code == 504 and Waiter.events == ["cancelled"]
+
+
+async def test_held_connections_get_keep_alive_ctl() -> None:
+    Waiter.events, Waiter.release = [], asyncio.Event()
+    app = Brubeck(handler_tuples=[(r"^/wait$", Waiter)], keepalive_interval=0.05)
+    async with TestClient(app) as client:
+        await client.send_raw(client.build_message("GET", "/wait", conn_id=9))
+        ctl = await client.receive(9)  # the client files an "X 9" ctl reply under id 9
+        assert tnetstring.loads(ctl) == [b"ctl", {b"keep-alive": True}]
+        Waiter.release.set()
+        while (reply := await client.receive(9)).startswith(b"2"):
+            pass  # more keep-alive ctl messages may come before the answer
+        assert reply.startswith(b"HTTP/1.1 200 OK")
