@@ -7,7 +7,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import tnetstring
@@ -454,7 +454,7 @@ async def test_synchronous_handlers_do_not_count_against_the_limit() -> None:
 
 
 async def test_startup_and_shutdown_hooks_sync_and_async() -> None:
-    events: list[str] = []
+    events: ClassVar[list[str]] = []
     app = function_app(lambda: events.append("request") or "ok")
 
     @app.on_startup
@@ -483,7 +483,7 @@ async def test_startup_and_shutdown_hooks_sync_and_async() -> None:
 async def test_a_failing_shutdown_hook_does_not_skip_the_others(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    events: list[str] = []
+    events: ClassVar[list[str]] = []
     app = function_app(lambda: "ok")
 
     @app.on_shutdown
@@ -501,7 +501,7 @@ async def test_a_failing_shutdown_hook_does_not_skip_the_others(
 
 
 async def test_graceful_stop_finishes_the_request_in_flight() -> None:
-    events: list[str] = []
+    events: ClassVar[list[str]] = []
     started, release = asyncio.Event(), asyncio.Event()
 
     class Slow(WebMessageHandler):
@@ -661,7 +661,7 @@ async def test_reason_phrase_with_a_line_break_is_refused() -> None:
 class Waiter(WebMessageHandler):
     """Holds its request until released; records what happened to it."""
 
-    events: list[str] = []
+    events: ClassVar[list[str]] = []
     release = asyncio.Event()
 
     async def get(self) -> str:
