@@ -7,6 +7,7 @@ from .app import Brubeck
 from .connection import Mongrel2Connection
 from .errors import HTTPError
 from .handlers import JSONMessageHandler, MessageHandler, WebMessageHandler, render
+from .multipart import UploadedFile
 from .protocol import Message, ProtocolError
 from .request import Headers, Request
 from .response import Response
@@ -27,6 +28,7 @@ __all__ = [
     "Response",
     "Route",
     "Router",
+    "UploadedFile",
     "WebMessageHandler",
     "__version__",
     "render",

@@ -15,9 +15,11 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import os
 import signal
 from collections import deque
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -26,9 +28,11 @@ from .errors import HTTPError
 from .handlers import MessageHandler, WebMessageHandler, as_response
 from .inflight import InFlight
 from .protocol import NOTICE_PATH, ProtocolError, parse
-from .request import Request
-from .response import Response
+from .request import BodyLimits, Request
+from .response import ALREADY_SENT, Response
 from .routing import Route, Router
+from .streaming import CreditWindow
+from .uploads import DONE, START, Upload, resolve_reported_path, upload_stage
 
 log = logging.getLogger("brubeck.app")
 
@@ -42,7 +46,8 @@ class Brubeck:
         msg_conn: the ``Mongrel2Connection`` requests arrive on and replies leave by.
         handler_tuples: ``(pattern, handler)`` or ``(pattern, handler, init_kwargs)`` routes.
         settings: app-wide options, read by handlers as ``self.settings``
-            (``debug``, ``cookie_secret``, ``login_url``…).
+            (``debug``, ``cookie_secret``, ``login_url``…); ``max_body_size``,
+            ``max_form_parts`` and ``max_form_fields_size`` are read once, into ``body_limits``.
         error_handler: the handler class whose ``write_error`` renders 404, 405 and errors
             of function routes.
         max_in_flight: the most requests handled at once by this process.
@@ -64,6 +69,7 @@ class Brubeck:
         self.msg_conn = msg_conn
         self.router = Router()
         self.settings: dict[str, Any] = {**(settings or {}), **options}
+        self.body_limits = BodyLimits.from_settings(self.settings)
         self.state = SimpleNamespace()
         self.error_handler = error_handler
         if max_in_flight < 1:
@@ -75,6 +81,7 @@ class Brubeck:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._waiting: dict[bytes, deque[list[Any]]] = {}
         self._inflight = InFlight()
+        self._windows: dict[bytes, CreditWindow] = {}
         self._capacity: asyncio.Event | None = None
         self._stopping: asyncio.Event | None = None
         for rule in handler_tuples:
@@ -165,24 +172,29 @@ class Brubeck:
         if conn is not None and conn.sender_id is None:
             conn.sender_id = message.sender
         headers = message.headers
-        if (
-            b"x-mongrel2-upload-start" in headers
-            and b"x-mongrel2-upload-done" not in headers
-            and not message.body
-            and _expects_body(headers)
-        ):
-            # Only the "done" message gets a response (MONGREL2.md §0.6).
-            return
+        stage = upload_stage(headers, message.body) if START in headers else None
         try:
-            request = Request(message)
+            request = Request(message, self.body_limits)
         except (TypeError, AttributeError, IndexError):
             log.warning("dropped a message on %r: its METHOD header is not a string", message.path)
             return
+        if b"DOWNLOAD_CREDITS" in headers:
+            self._open_window(message)
+        if stage is not None:
+            if stage == "start":
+                self._upload_started(request)
+                return
+            try:
+                request.upload = self._upload_done(headers)
+            except HTTPError as exc:
+                self._deliver(request, self.error_response(request, exc))
+                return
         method = request.method
         if method in ("JSON", "XML") or b"METHOD" not in headers:
             log.warning("dropped a %r message on %r: not an HTTP request", method, message.path)
             return
         try:
+            request.check_content_length()
             route, args, kwargs, allowed = self.router.match(method, request.path)
             if route is None:
                 if allowed:
@@ -262,6 +274,9 @@ class Brubeck:
             except TimeoutError as exc:
                 if not deadline.expired():
                     response = self.error_response(request, exc)
+                elif handler is not None and handler.abort_stream():
+                    log.warning("%r took longer than %ss: stream closed", request, timeout)
+                    response = ALREADY_SENT
                 else:
                     log.warning("%r took longer than %ss: answering 504", request, timeout)
                     response = self.error_response(
@@ -272,7 +287,7 @@ class Brubeck:
             else:
                 response = self._function_response(request, result)
         except BaseException:
-            slot[1] = _CANCELLED
+            slot[1] = ALREADY_SENT  # cancelled: there is nothing to send
             self._release(request.conn_id)
             raise
         slot[1] = response
@@ -297,7 +312,9 @@ class Brubeck:
 
     def respond(self, request: Request, response: Response) -> None:
         """Frame a response for the request's connection, then close it if HTTP says so."""
-        if response is _CANCELLED:
+        if response is ALREADY_SENT:
+            if request.upload is not None:
+                request.upload.discard()
             return
         connection, close = _connection_policy(request)
         try:
@@ -311,9 +328,58 @@ class Brubeck:
         if conn is None:
             raise RuntimeError("this Brubeck app has no msg_conn to answer through")
         cid = request.conn_id
-        conn.send_raw(b"%s %d:%s, %s" % (request.sender, len(cid), cid, data))
-        if close:
-            conn.close_connection(request)
+        if self._windows and cid in self._windows:
+            self.send_to(request, data)
+            if close:
+                self.send_to(request, b"")
+        else:
+            conn.send_raw(b"%s %d:%s, %s" % (request.sender, len(cid), cid, data))
+            if close:
+                conn.close_connection(request)
+        if request.upload is not None:
+            request.upload.discard()
+
+    def send_to(self, request: Request, data: bytes) -> None:
+        """Send bytes to a request's connection, within its credit window if it has one."""
+        assert self.msg_conn is not None
+        conn, sender, cid = self.msg_conn, request.sender, request.conn_id
+        window = self._windows.get(cid) if self._windows else None
+        if window is None:
+            conn.send_raw(b"%s %d:%s, %s" % (sender, len(cid), cid, data))
+        else:
+            window.send(
+                lambda piece: conn.send_raw(b"%s %d:%s, %s" % (sender, len(cid), cid, piece)), data
+            )
+
+    def may_stream(self, request: Request) -> bool:
+        """Whether a streamed response may start: no earlier pipelined answer is pending."""
+        queue = self._waiting.get(request.conn_id)
+        return not queue or queue[0][0] is request
+
+    def credit_window(self, request: Request) -> CreditWindow | None:
+        """The connection's credit window when Mongrel2 runs with download flow control."""
+        return self._windows.get(request.conn_id) if self._windows else None
+
+    def deliver(self, requests: Iterable[Request], response: Response) -> int:
+        """Answer many waiting requests with one response, 128 connections per message.
+
+        Returns how many were answered. Requests are grouped by how HTTP frames their answer
+        (HEAD, HTTP/1.0, Connection: close), so each group's bytes are encoded once.
+        """
+        assert self.msg_conn is not None
+        groups: dict[tuple[str | None, bool, bool, bytes], list[bytes]] = {}
+        count = 0
+        for request in requests:
+            connection, close = _connection_policy(request)
+            key = (connection, close, request.method == "HEAD", request.sender)
+            groups.setdefault(key, []).append(request.conn_id)
+            count += 1
+        for (connection, close, head, sender), ids in groups.items():
+            data = response.encode(head=head, connection=connection)
+            self.msg_conn.deliver(sender, ids, data)
+            if close:
+                self.msg_conn.close_connections(sender, ids)
+        return count
 
     def error_response(self, request: Request, exc: BaseException) -> Response:
         """The response for an exception raised outside a handler class (routing, functions)."""
@@ -330,7 +396,12 @@ class Brubeck:
     def handle_notice(self, message: Any) -> None:
         """Mongrel2's own notices: a client went away, or download credits arrived."""
         kind = message.notice_type()
-        if kind == "disconnect":
+        if kind == "credits":
+            window = self._windows.get(message.conn_id)
+            if window is not None:
+                amount = message.headers.get(b"DOWNLOAD_CREDITS", b"0")
+                window.credit(int(amount) if isinstance(amount, bytes) and amount.isdigit() else 0)
+        elif kind == "disconnect":
             log.debug("connection %s closed by the client", message.conn_id.decode())
             self.connection_closed(message.conn_id)
         elif kind != "credits":
@@ -338,9 +409,55 @@ class Brubeck:
                 "dropped an unknown Mongrel2 notice on %s: %r", message.conn_id, message.body[:80]
             )
 
+    def _open_window(self, message: Any) -> None:
+        """Mongrel2 runs with download flow control: it announces credits on first requests."""
+        value = message.headers[b"DOWNLOAD_CREDITS"]
+        if isinstance(value, bytes) and value.isdigit():
+            if len(self._windows) >= 100_000:  # disconnect notices can be missed: stay bounded
+                self._windows.pop(next(iter(self._windows)))
+            self._windows[message.conn_id] = CreditWindow(int(value))
+
+    def _upload_started(self, request: Request) -> None:
+        """Accept an upload (say nothing) or refuse it now (answer, close: Mongrel2 deletes it)."""
+        try:
+            route, _, _, allowed = self.router.match(request.method, request.path)
+            if route is None:
+                if allowed:
+                    raise HTTPError(405, headers={"Allow": ", ".join(sorted(allowed))})
+                raise HTTPError(404, f"nothing here at {request.path}")
+            limit = int(self.settings.get("max_upload_size", 1 << 30))
+            length = request.message.headers.get(b"content-length")
+            if isinstance(length, bytes) and length.isdigit() and int(length) > limit:
+                raise HTTPError(413, f"uploads are limited to {limit} bytes")
+            accept = getattr(route.target, "accept_upload", None) if route.is_class else None
+            if accept is not None:
+                handler = route.target(self, request, **route.init_kwargs)
+                if handler.accept_upload() is False:
+                    raise HTTPError(413, "this upload was refused")
+        except Exception as exc:
+            self.respond(request, self.error_response(request, exc))
+            assert self.msg_conn is not None
+            self.msg_conn.close_connection(request)
+
+    def _upload_done(self, headers: dict[bytes, Any]) -> Upload:
+        start, done = headers.get(START), headers.get(DONE)
+        if not isinstance(done, bytes) or start != done:
+            raise HTTPError(400, "the upload's start and done notices disagree")
+        root = self.settings.get("mongrel2_run_dir") or os.getcwd()
+        try:
+            upload = Upload(resolve_reported_path(Path(root), done.decode("latin-1")))
+        except ValueError as exc:
+            log.error("refused an upload path: %s", exc)
+            raise HTTPError(400, "bad upload path") from None
+        if not upload.path.is_file():
+            log.error("upload file %s is missing: is mongrel2_run_dir right?", upload.path)
+            raise HTTPError(500, "the uploaded file is missing")
+        return upload
+
     def connection_closed(self, conn_id: bytes) -> None:
         """The client is gone: tell its handlers (``on_connection_close``), then cancel them."""
         self._waiting.pop(conn_id, None)
+        self._windows.pop(conn_id, None)
         for task, handler in self._inflight.pop_connection(conn_id):
             if handler is not None:
                 try:
@@ -459,19 +576,6 @@ class Brubeck:
             await self.serve()
 
         asyncio.run(main())
-
-
-#: Stands in the order queue for a request whose task was cancelled: nothing is sent for it.
-_CANCELLED: Any = Response(b"", 500)
-
-
-def _expects_body(headers: dict[bytes, Any]) -> bool:
-    """Whether the client announced a body: a real upload notice always comes with one."""
-    length = headers.get(b"content-length")
-    if isinstance(length, bytes) and length.strip().isdigit() and int(length) > 0:
-        return True
-    encoding = headers.get(b"transfer-encoding")
-    return isinstance(encoding, bytes) and b"chunked" in encoding.lower()
 
 
 def _connection_policy(request: Request) -> tuple[str | None, bool]:

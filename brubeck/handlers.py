@@ -18,8 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 from .cookies import format_set_cookie
 from .errors import HTTPError
+from .multipart import UploadedFile
 from .request import Request
 from .response import (
+    ALREADY_SENT,
     DEFAULT_CONTENT_TYPE,
     JSON_CONTENT_TYPE,
     Response,
@@ -29,6 +31,7 @@ from .response import (
 )
 from .routing import HTTP_METHODS
 from .security import DEFAULT_MAX_AGE, Secrets, sign_value, verify_value
+from .streaming import ResponseStream, format_event
 
 if TYPE_CHECKING:
     from .app import Brubeck
@@ -73,6 +76,7 @@ class MessageHandler:
         self._content_type: str | None = None
         self._body: list[bytes] = []
         self._finished = False
+        self._stream: ResponseStream | None = None
         self.initialize(**kwargs)
 
     # Hooks
@@ -113,7 +117,7 @@ class MessageHandler:
         return self.application.settings
 
     def get_argument(self, name: str, default: Any = _REQUIRED, strip: bool = True) -> Any:
-        """The last value of a query or form argument; missing and no default → 400."""
+        """The last value of a query or form field (url-encoded or multipart); missing → 400."""
         values = self.message.arguments.get(name)
         if not values:
             if default is _REQUIRED:
@@ -124,6 +128,11 @@ class MessageHandler:
     def get_arguments(self, name: str, strip: bool = True) -> list[str]:
         values = self.message.arguments.get(name, [])
         return [v.strip() for v in values] if strip else list(values)
+
+    def get_file(self, name: str) -> UploadedFile | None:
+        """The first file uploaded as ``name`` in a multipart form; ``request.files`` has all."""
+        files = self.message.files.get(name)
+        return files[0] if files else None
 
     def get_cookie(
         self,
@@ -346,15 +355,79 @@ class MessageHandler:
             result = self._verb()(*args, **kwargs)
             if _is_awaitable(result):
                 result = await result
-            return self._complete(result)
+            return await self._end(result)
         except Exception as exc:
             return self.handle_exception(exc)
 
     async def _finish_async(self, pending: Awaitable[Any]) -> Response:
         try:
-            return self._complete(await pending)
+            return await self._end(await pending)
         except Exception as exc:
             return self.handle_exception(exc)
+
+    async def _end(self, result: Any) -> Response:
+        if self._stream is None:
+            return self._complete(result)
+        if isinstance(result, Response):
+            rest = result.body
+        else:
+            if result is not None:
+                self._body.append(to_body_bytes(result))
+            rest = self._take_body()
+        await self._stream.finish(rest)
+        self._finished = True
+        return ALREADY_SENT
+
+    # Streaming (async handlers only)
+
+    def _take_body(self) -> bytes:
+        chunks, self._body = self._body, []
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    async def flush(self) -> None:
+        """Send what was written so far; the first flush sends the status line and headers.
+
+        Waits while the client is behind, so a producer cannot outrun it. After the first
+        flush, status and headers are final; the response ends when the verb method returns
+        (or at ``finish()``).
+        """
+        if self._stream is None:
+            if not self.application.may_stream(self.message):
+                return  # an earlier pipelined request is still being answered: keep buffering
+            headers = [*self._headers, ("Content-Type", self._content_type or self.content_type)]
+            self._stream = ResponseStream(
+                self.application, self.message, self._status, self._reason, headers
+            )
+        await self._stream.write(self._take_body())
+
+    async def finish(self) -> None:
+        """End a streamed response now (returning from the verb method does it too)."""
+        if self._stream is not None:
+            await self._stream.finish(self._take_body())
+            self._finished = True
+
+    async def send_event(
+        self,
+        data: str | bytes | dict | list,
+        event: str | None = None,
+        id: str | None = None,
+        retry: int | None = None,
+    ) -> None:
+        """Send one Server-Sent Event (``text/event-stream``); dicts and lists go as JSON."""
+        if self._stream is None and self._content_type is None:
+            self._content_type = "text/event-stream; charset=utf-8"
+            self.set_header("Cache-Control", "no-cache")
+        if isinstance(data, (dict, list)):
+            data = to_body_bytes(data)
+        self._body.append(format_event(data, event, id, retry))
+        await self.flush()
+
+    def abort_stream(self) -> bool:
+        """Close the connection of a stream that cannot end normally; False if none started."""
+        if self._stream is None:
+            return False
+        self._stream.abort()
+        return True
 
     def _verb(self) -> Any:
         method = self.message.method
@@ -376,6 +449,14 @@ class MessageHandler:
 
     def handle_exception(self, exc: Exception) -> Response:
         """Turn an exception into an error response; log the unexpected ones with a traceback."""
+        if self._stream is not None:
+            log.error(
+                "%s failed after its response started; closing the connection",
+                type(self).__name__,
+                exc_info=exc,
+            )
+            self._stream.abort()
+            return ALREADY_SENT
         try:
             if isinstance(exc, HTTPError):
                 response = self.send_error(exc.status, exc.message)

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from .uploads import resolve_reported_path
+
 __all__ = ["Mongrel2Config", "Mongrel2Process", "Route", "StaticDir", "free_port"]
 
 INSTALL_HINT = "apt-get install -y mongrel2-core"
@@ -351,10 +353,7 @@ class Mongrel2Process:
             if not os.path.isabs(store) or literal.parent != Path(os.path.dirname(store)):
                 raise ValueError(f"{path!r} is not in Mongrel2's upload directory")
             return literal
-        resolved = Path(os.path.normpath(self._run_dir / path.lstrip("/")))
-        if resolved != self._run_dir and self._run_dir not in resolved.parents:
-            raise ValueError(f"{path!r} resolves outside the run directory {self._run_dir}")
-        return resolved
+        return resolve_reported_path(self._run_dir, path)
 
     # -- lifecycle ----------------------------------------------------------------------------
 

@@ -2,12 +2,14 @@
 
 Rules of this module: nothing is decoded at construction (the hot path pays only for what a
 handler reads); header values are Latin-1 text (RFC 9110), the path and query are UTF-8 after
-percent-decoding; malformed input raises ``HTTPError(400)`` with the reason, never anything else.
+percent-decoding; malformed input raises ``HTTPError(400)`` with the reason, and input over a
+``BodyLimits`` limit ``HTTPError(413)`` naming the setting, never anything else.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
@@ -15,9 +17,11 @@ import ujson
 
 from .cookies import parse_cookies
 from .errors import HTTPError
+from .multipart import Fields, Files, UploadedFile, parse_boundary, parse_multipart
 from .protocol import HeaderValue, Message
 
 _FORM_TYPE = "application/x-www-form-urlencoded"
+_MULTIPART_TYPE = "multipart/form-data"
 
 
 def _text(value: bytes) -> str:
@@ -92,11 +96,46 @@ def parse_query(raw: bytes, what: str = "query string") -> dict[str, list[str]]:
         raise HTTPError(400, f"malformed {what}: {exc}") from None
 
 
+@dataclass(frozen=True, slots=True)
+class BodyLimits:
+    """How much of a request body the app agrees to parse; each is an app setting of that name.
+
+    Args:
+        max_body_size: the largest body, in bytes (10 MiB). A larger ``Content-Length`` is a
+            413 before any handler runs; a larger body read through ``form``, ``files``,
+            ``json`` or ``arguments`` is a 413 too. Uploads Mongrel2 spools to a temporary
+            file (over its ``limits.content_length``) are not held in memory and not checked.
+        max_form_parts: the most fields (url-encoded pairs or multipart parts) in a form
+            body (1000); more is a 413.
+        max_form_fields_size: the most bytes of form field values, files excluded (1 MiB);
+            more is a 413.
+    """
+
+    max_body_size: int = 10 * 1024 * 1024
+    max_form_parts: int = 1000
+    max_form_fields_size: int = 1024 * 1024
+
+    def __post_init__(self) -> None:
+        for name in ("max_body_size", "max_form_parts", "max_form_fields_size"):
+            value = getattr(self, name)
+            if type(value) is not int or value < 0:
+                raise ValueError(f"the {name} setting must be an int >= 0, got {value!r}")
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> BodyLimits:
+        """The limits an app's settings ask for, defaults for the ones they leave out."""
+        names = ("max_body_size", "max_form_parts", "max_form_fields_size")
+        return cls(**{name: settings[name] for name in names if name in settings})
+
+
+DEFAULT_LIMITS = BodyLimits()
+
+
 class Request:
     """One request: Mongrel2's facts, the client's headers, and the body.
 
-    Built by the app for every message; handlers read it as ``self.message`` (the original
-    Brubeck name) or ``self.request``.
+    Built by the app for every message, with the app's ``BodyLimits``; handlers read it as
+    ``self.message`` (the original Brubeck name) or ``self.request``.
     """
 
     __slots__ = (
@@ -104,16 +143,22 @@ class Request:
         "_cookies",
         "_headers",
         "_json",
+        "_parsed",
         "_path",
         "body",
         "conn_id",
+        "limits",
         "message",
         "method",
         "sender",
+        "upload",
     )
 
-    def __init__(self, message: Message) -> None:
+    def __init__(self, message: Message, limits: BodyLimits = DEFAULT_LIMITS) -> None:
         self.message = message
+        #: the file Mongrel2 streamed a large or chunked body into (``uploads.Upload``), or None
+        self.upload: Any = None
+        self.limits = limits
         self.sender = message.sender
         self.conn_id = message.conn_id
         self.body = message.body
@@ -124,6 +169,7 @@ class Request:
         self._arguments: dict[str, list[str]] | None = None
         self._cookies: dict[str, str] | None = None
         self._json: Any = _UNSET
+        self._parsed: tuple[Fields, Files] | None = None
 
     def _fact(self, key: bytes, default: str = "") -> str:
         value = self.message.headers.get(key)
@@ -226,14 +272,78 @@ class Request:
     def get_cookie(self, name: str, default: str | None = None) -> str | None:
         return self.cookies.get(name, default)
 
+    # The body
+
+    def check_content_length(self) -> None:
+        """Refuse, before any handler runs, a body the client declares over ``max_body_size``."""
+        headers = self.message.headers
+        declared = headers.get(b"content-length")
+        if declared is None or (not self.body and b"x-mongrel2-upload-done" in headers):
+            return  # a body Mongrel2 spooled to a file is not in memory
+        limit = self.limits.max_body_size
+        for value in [declared] if isinstance(declared, bytes) else declared:
+            # More digits than any real body has would only slow int() down (or break it).
+            if value.isdigit() and (len(value) > 18 or int(value) > limit):
+                raise HTTPError(413, _too_large(f"Content-Length {value[:30].decode()}", limit))
+
+    def _check_body_size(self) -> None:
+        if len(self.body) > self.limits.max_body_size:
+            raise HTTPError(413, _too_large(f"{len(self.body)} bytes", self.limits.max_body_size))
+
+    @property
+    def form(self) -> dict[str, list[str]]:
+        """Fields of a url-encoded or ``multipart/form-data`` body, each with all its values."""
+        return (self._parsed or self._parse_body())[0]
+
+    @property
+    def files(self) -> dict[str, list[UploadedFile]]:
+        """Files of a ``multipart/form-data`` body, by field name, in the order sent."""
+        return (self._parsed or self._parse_body())[1]
+
+    def _parse_body(self) -> tuple[Fields, Files]:
+        body = self.body
+        ctype = self.content_type if body else ""
+        limits = self.limits
+        if ctype == _FORM_TYPE:
+            self._check_body_size()
+            if body.count(b"&") >= limits.max_form_parts:
+                raise HTTPError(
+                    413,
+                    f"the form has more than {limits.max_form_parts} fields "
+                    "(the max_form_parts setting)",
+                )
+            if len(body) > limits.max_form_fields_size:
+                raise HTTPError(
+                    413,
+                    f"the form body is {len(body)} bytes, more than the max_form_fields_size "
+                    f"setting ({limits.max_form_fields_size}); send large values as files",
+                )
+            parsed: tuple[Fields, Files] = (parse_query(body, "form body"), {})
+        elif ctype == _MULTIPART_TYPE:
+            self._check_body_size()
+            boundary = parse_boundary(self.headers.first("content-type") or "")
+            parsed = parse_multipart(
+                body,
+                boundary,
+                max_parts=limits.max_form_parts,
+                max_fields_size=limits.max_form_fields_size,
+            )
+        else:
+            parsed = ({}, {})
+        self._parsed = parsed
+        return parsed
+
     @property
     def arguments(self) -> dict[str, list[str]]:
-        """Query-string and url-encoded form arguments, each name mapped to all its values."""
+        """Query-string and form arguments (url-encoded or multipart fields), with all values.
+
+        Query values come first, then the form's.
+        """
         if self._arguments is None:
             query = self.message.headers.get(b"QUERY", b"")
             args = parse_query(query if isinstance(query, bytes) else query[-1])
-            if self.body and self.content_type == _FORM_TYPE:
-                for name, values in parse_query(self.body, "form body").items():
+            if self.body:
+                for name, values in self.form.items():
                     args.setdefault(name, []).extend(values)
             self._arguments = args
         return self._arguments
@@ -244,6 +354,7 @@ class Request:
         if self._json is _UNSET:
             if not self.body:
                 raise HTTPError(400, "expected a JSON body, got an empty body")
+            self._check_body_size()
             try:
                 self._json = ujson.loads(self.body)
             except (ValueError, TypeError) as exc:
@@ -252,6 +363,10 @@ class Request:
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.message.path!r} conn={self.conn_id!r}>"
+
+
+def _too_large(what: str, limit: int) -> str:
+    return f"the request body ({what}) is larger than the max_body_size setting ({limit} bytes)"
 
 
 class _Unset:

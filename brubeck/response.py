@@ -213,3 +213,36 @@ def encode_response(
             f"response head has a character that HTTP headers cannot carry (not Latin-1): "
             f"...{bad!r}...; percent-encode or RFC 2047-encode it"
         ) from None
+
+
+def encode_stream_head(
+    status: int,
+    headers: list[tuple[str, str]],
+    reason: str | None,
+    chunked: bool,
+    connection: str | None,
+) -> bytes:
+    """The head of a response whose body follows in pieces: chunked, or ended by a close."""
+    parts = [_STATUS_LINES.get(status) if reason is None else None]
+    if parts[0] is None:
+        parts[0] = f"HTTP/1.1 {status} {reason or _PHRASES.get(status, 'Unknown')}\r\n"
+    has_type = False
+    for name, value in headers:
+        lower = name.lower()
+        if lower in _MANAGED or lower == "transfer-encoding":
+            continue
+        has_type = has_type or lower == "content-type"
+        parts.append(f"{name}: {value}\r\n")
+    if not has_type:
+        parts.append(_DEFAULT_TYPE_LINE)
+    if chunked:
+        parts.append("Transfer-Encoding: chunked\r\n")
+    parts.append(_date.line())
+    if connection:
+        parts.append(f"Connection: {connection}\r\n")
+    parts.append("\r\n")
+    return "".join(parts).encode("latin-1")  # type: ignore[arg-type]
+
+
+#: Returned by a handler whose response already went out (a stream, a bulk delivery).
+ALREADY_SENT = Response(b"", 200)

@@ -21,6 +21,7 @@ import zmq.asyncio
 
 from .app import Brubeck
 from .connection import Mongrel2Connection
+from .multipart import FileSpec, encode_multipart
 from .request import parse_cookies
 
 _ids = itertools.count(1)
@@ -97,6 +98,8 @@ class TestClient:
         self._sub.subscribe(b"")
         self.app.msg_conn = Mongrel2Connection(self._pull_addr, self._pub_addr, context=self._ctx)
         self._task = asyncio.get_running_loop().create_task(self.app.serve())
+        # Let serve() start, so that an exit before any request can stop it.
+        await asyncio.sleep(0)
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
@@ -199,6 +202,7 @@ class TestClient:
         headers: dict[str, str | list[str]] | None = None,
         data: dict[str, Any] | bytes | str | None = None,
         json: Any = None,
+        files: dict[str, FileSpec | list[FileSpec]] | None = None,
         version: str = "HTTP/1.1",
     ) -> TestResponse:
         headers = dict(headers or {})
@@ -206,6 +210,11 @@ class TestClient:
         if json is not None:
             body = ujson.dumps(json).encode()
             headers.setdefault("content-type", "application/json")
+        elif files is not None:
+            if not isinstance(data, dict | None):
+                raise TypeError("with files=, data must be a dict of form fields")
+            body, content_type = encode_multipart(data, files)
+            headers.setdefault("content-type", content_type)
         elif isinstance(data, dict):
             body = urlencode(data, doseq=True).encode()
             headers.setdefault("content-type", "application/x-www-form-urlencoded")

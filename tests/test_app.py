@@ -302,13 +302,17 @@ async def test_json_and_xml_socket_messages_are_not_requests(method: bytes) -> N
     assert seen == ["/after"]
 
 
-async def test_only_the_upload_done_message_is_answered() -> None:
-    app = Brubeck()
+async def test_only_the_upload_done_message_is_answered(tmp_path: Any) -> None:
+    spooled = tmp_path / "tmp" / "upload.C1CV4a"  # the fixture's path, inside the run dir
+    spooled.parent.mkdir()
+    spooled.write_bytes(b"x" * 1000)
+    app = Brubeck(mongrel2_run_dir=str(tmp_path))
     seen: list[str] = []
 
     @app.add_route(r"^/upload$", method="POST")
     def upload(application: Brubeck, request: Request) -> str:
         seen.append(request.headers["x-mongrel2-upload-done"])
+        assert request.upload.path == spooled and request.upload.size == 1000
         return "stored"
 
     async with TestClient(app) as client:
@@ -318,6 +322,40 @@ async def test_only_the_upload_done_message_is_answered() -> None:
         assert await no_reply(client, 9004)
     assert (response.status_code, response.text) == (200, "stored")
     assert seen == ["/tmp/upload.C1CV4a"]
+    assert not spooled.exists()  # deleted once answered
+
+
+async def test_uploads_refused_at_start_get_an_answer_and_a_close(tmp_path: Any) -> None:
+    class Picky(WebMessageHandler):
+        def accept_upload(self) -> bool:
+            return self.request.headers.get("content-type") == "text/csv"
+
+        def post(self) -> str:
+            return "ok"
+
+    app = Brubeck(handler_tuples=[(r"^/upload$", Picky)], mongrel2_run_dir=str(tmp_path))
+    async with TestClient(app) as client:
+        await client.send_raw(fixtures.with_conn_id(fixtures.UPLOAD_START, 31))
+        refused = TestResponse(await client.receive(31), closed=False)
+        assert refused.status_code == 413 and await client.receive(31) == b""
+        small = Brubeck(handler_tuples=[(r"^/upload$", Picky)], max_upload_size=10)
+    async with TestClient(small) as client:
+        await client.send_raw(fixtures.with_conn_id(fixtures.UPLOAD_START, 32))
+        assert TestResponse(await client.receive(32), closed=False).status_code == 413
+
+
+async def test_upload_done_with_mismatched_or_escaping_paths_is_a_400(tmp_path: Any) -> None:
+    app, seen = recording_app(mongrel2_run_dir=str(tmp_path))
+    mismatched = fixtures.UPLOAD_DONE.replace(
+        b"22:x-mongrel2-upload-done,18:/tmp/upload.C1CV4a",
+        b"22:x-mongrel2-upload-done,18:/tmp/upload.XXXXXX",
+    )
+    escaping = fixtures.UPLOAD_DONE.replace(b"/tmp/upload.C1CV4a", b"/../../../etc/shdw")
+    async with TestClient(app) as client:
+        for conn_id, raw in ((41, mismatched), (42, escaping)):
+            response = await exchange(client, fixtures.with_conn_id(raw, conn_id), conn_id)
+            assert response.status_code == 400
+    assert seen == []
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,9 @@ import pytest
 import tnetstring
 
 from brubeck.errors import HTTPError
+from brubeck.multipart import encode_multipart
 from brubeck.protocol import parse
-from brubeck.request import Headers, Request, parse_query
+from brubeck.request import DEFAULT_LIMITS, BodyLimits, Headers, Request, parse_query
 from tests import fixtures
 
 
@@ -320,3 +321,182 @@ def test_empty_json_body_is_a_400() -> None:
 def test_url_uses_scheme_host_and_raw_uri() -> None:
     request = make_request(b"/a%20b", query=b"x=1", headers={b"host": b"example.com"})
     assert request.url == "http://example.com/a%20b?x=1"
+
+
+# Form bodies, files and the body limits
+
+
+def multipart_request(
+    fields: dict[str, Any] | None = None,
+    files: dict[str, Any] | None = None,
+    *,
+    query: bytes | None = None,
+    limits: BodyLimits = DEFAULT_LIMITS,
+) -> Request:
+    body, content_type = encode_multipart(fields, files)
+    request = make_request(
+        method=b"POST",
+        query=query,
+        body=body,
+        headers={b"content-type": content_type.encode()},
+    )
+    request.limits = limits
+    return request
+
+
+def assert_413(read: Any, *words: str) -> None:
+    with pytest.raises(HTTPError) as info:
+        read()
+    assert info.value.status == 413
+    for word in words:
+        assert word in str(info.value.message)
+
+
+def test_url_encoded_form() -> None:
+    request = form_request(b"a=1&a=2&b=caf%C3%A9")
+    assert request.form == {"a": ["1", "2"], "b": ["café"]}
+    assert request.files == {}
+
+
+def test_multipart_fields_files_and_arguments() -> None:
+    request = multipart_request(
+        {"a": ["form1", "form2"], "title": "café"},
+        {"doc": ("a.txt", b"hello\r\n", "text/plain"), "pics": [b"1", b"2"]},
+        query=b"a=query",
+    )
+    assert request.form == {"a": ["form1", "form2"], "title": ["café"]}
+    assert request.arguments == {"a": ["query", "form1", "form2"], "title": ["café"]}
+    doc = request.files["doc"][0]
+    assert (doc.name, doc.filename, doc.content_type, doc.body) == (
+        "doc",
+        "a.txt",
+        "text/plain",
+        b"hello\r\n",
+    )
+    assert [f.body for f in request.files["pics"]] == [b"1", b"2"]
+    assert request.form is request.form
+    assert request.files is request.files
+
+
+def test_form_of_other_bodies_and_of_no_body_is_empty_and_fresh() -> None:
+    for request in (make_request(), form_request(b'{"a": 1}', b"application/json")):
+        assert request.form == {} and request.files == {}
+        request.form["mine"] = ["x"]  # a handler may fill its own copy
+    assert make_request().form == {}
+
+
+def test_multipart_without_boundary_is_a_400() -> None:
+    request = form_request(b"--x\r\n", b"multipart/form-data")
+    assert_400(lambda: request.form, "boundary")
+    assert_400(lambda: request.arguments, "boundary")
+
+
+def test_malformed_multipart_is_a_400_through_files_and_arguments() -> None:
+    request = form_request(b"--x\r\nno end", b"multipart/form-data; boundary=x")
+    assert_400(lambda: request.files, "multipart", "closing line")
+    assert_400(lambda: request.arguments, "multipart")
+
+
+def test_nothing_is_parsed_until_read() -> None:
+    request = form_request(b"--x\r\nbroken", b"multipart/form-data; boundary=x")
+    assert request.method == "POST"
+    assert request.path == "/"
+    assert request.content_type == "multipart/form-data"
+    request.check_content_length()
+    assert_400(lambda: request.form)
+
+
+def test_body_limits_from_settings() -> None:
+    assert BodyLimits.from_settings({}) == DEFAULT_LIMITS == BodyLimits()
+    assert DEFAULT_LIMITS.max_body_size == 10 * 1024 * 1024
+    assert DEFAULT_LIMITS.max_form_parts == 1000
+    assert DEFAULT_LIMITS.max_form_fields_size == 1024 * 1024
+    limits = BodyLimits.from_settings({"max_body_size": 5, "max_form_parts": 0, "debug": True})
+    assert limits == BodyLimits(max_body_size=5, max_form_parts=0)
+    for bad in (-1, "10", 1.5, True, None):
+        with pytest.raises(ValueError, match="max_form_parts setting must be an int"):
+            BodyLimits.from_settings({"max_form_parts": bad})
+
+
+def test_a_request_uses_the_default_limits_unless_given() -> None:
+    assert make_request().limits is DEFAULT_LIMITS
+    limits = BodyLimits(max_body_size=1)
+    assert Request(parse(fixtures.POST_FORM), limits).limits is limits
+
+
+@pytest.mark.parametrize(
+    "read",
+    [
+        lambda r: r.form,
+        lambda r: r.files,
+        lambda r: r.arguments,
+    ],
+)
+def test_a_body_over_max_body_size_is_a_413_when_read(read: Any) -> None:
+    request = multipart_request({"a": "x" * 100}, limits=BodyLimits(max_body_size=100))
+    assert_413(lambda: read(request), "max_body_size", f"{len(request.body)} bytes")
+    at_limit = Request(form_request(b"a=" + b"x" * 100).message, BodyLimits(max_body_size=102))
+    assert at_limit.form == {"a": ["x" * 100]}
+    over = Request(at_limit.message, BodyLimits(max_body_size=101))
+    assert_413(lambda: read(over), "max_body_size", "102 bytes")
+
+
+def test_a_json_body_over_max_body_size_is_a_413() -> None:
+    request = form_request(b"[" + b"1," * 50 + b"1]", b"application/json")
+    request.limits = BodyLimits(max_body_size=100)
+    assert_413(lambda: request.json, "max_body_size")
+
+
+def test_an_oversized_body_is_not_refused_until_read() -> None:
+    request = Request(parse(fixtures.POST_FORM), BodyLimits(max_body_size=1))
+    assert (request.method, request.path, request.body) == ("POST", "/post", b"name=value&x=y")
+    assert_413(lambda: request.arguments, "max_body_size")
+
+
+def test_check_content_length() -> None:
+    limits = BodyLimits(max_body_size=10)
+
+    def check(headers: dict[bytes, Any], body: bytes = b"") -> None:
+        request = make_request(method=b"POST", headers=headers, body=body)
+        request.limits = limits
+        request.check_content_length()
+
+    check({})
+    check({b"content-length": b"10"})
+    check({b"content-length": b"not a number"})
+    check({b"content-length": b"-5"})
+    assert_413(lambda: check({b"content-length": b"11"}), "Content-Length 11", "max_body_size")
+    assert_413(lambda: check({b"content-length": [b"1", b"11"]}), "Content-Length 11")
+    assert_413(lambda: check({b"content-length": b"9" * 5000}), "Content-Length 999")
+    # A body Mongrel2 spooled to a temporary file is not in memory: not this limit's business.
+    check({b"content-length": b"1000", b"x-mongrel2-upload-done": b"/tmp/upload.x"})
+    # A client forging the upload header on an inline body is still refused.
+    assert_413(
+        lambda: check(
+            {b"content-length": b"1000", b"x-mongrel2-upload-done": b"x"}, body=b"y" * 11
+        ),
+        "max_body_size",
+    )
+
+
+def test_max_form_parts_for_url_encoded_and_multipart() -> None:
+    limits = BodyLimits(max_form_parts=3)
+    request = form_request(b"a=1&b=2&c=3")
+    request.limits = limits
+    assert len(request.form) == 3
+    request = form_request(b"a=1&b=2&c=3&d")
+    request.limits = limits
+    assert_413(lambda: request.arguments, "more than 3 fields", "max_form_parts")
+    request = multipart_request({"a": "1", "b": "2"}, {"c": b"3", "d": b"4"}, limits=limits)
+    assert_413(lambda: request.files, "more than 3 parts", "max_form_parts")
+
+
+def test_max_form_fields_size_for_url_encoded_and_multipart() -> None:
+    limits = BodyLimits(max_form_fields_size=10)
+    request = form_request(b"a=123456789")
+    request.limits = limits
+    assert_413(lambda: request.form, "11 bytes", "max_form_fields_size")
+    request = multipart_request({"a": "1234567890"}, {"f": b"x" * 1000}, limits=limits)
+    assert request.form == {"a": ["1234567890"]}
+    request = multipart_request({"a": "12345678901"}, limits=limits)
+    assert_413(lambda: request.form, "max_form_fields_size")

@@ -194,6 +194,7 @@ class _Server:
     def __call__(self, app: Brubeck, **mongrel2_overrides: Any) -> Mongrel2Process:
         m2 = self.factory(**mongrel2_overrides)
         app.msg_conn = Mongrel2Connection(m2.config.send_spec, m2.config.recv_spec)
+        app.settings.setdefault("mongrel2_run_dir", str(m2.run_dir))
         thread = AppThread(app)
         self.threads.append(thread)
         thread.start()

@@ -135,7 +135,7 @@ def test_startup_failure_reports_logs(tmp_path):
     with port_in_use() as port:
         m2 = Mongrel2Process(Mongrel2Config.on_free_ports(port=port), tmp_path)
         with pytest.raises(RuntimeError, match="exited with code") as info:
-            m2.start(timeout=5)
+            m2.start(timeout=15)
     assert f"Can't announce on TCP port {port}" in str(info.value)
     assert not m2.running
 

@@ -1,0 +1,239 @@
+"""Responses sent in pieces (chunked streams, Server-Sent Events) without overrunning Mongrel2.
+
+Mongrel2 queues what a handler sends to a connection and drops the connection when the queue
+is over its limit (MONGREL2.md §A6): 16 messages by default, or 102,400 unwritten bytes with
+``download.flow_control``. Rules of this module:
+
+- with flow control, every byte sent to a connection is counted in its ``CreditWindow``
+  (decremented by Mongrel2's credits notices), nothing is sent beyond the window, and a message
+  too large for it is split; the window refills when credits arrive;
+- without it, a stream sends at most ``BURST`` messages per ``PACE`` seconds and coalesces
+  what is flushed in between into the next message (sent by a timer if nothing else comes):
+  Mongrel2 gives no feedback then, so this bounds the rate of messages, not what a client that
+  stops reading can take (use flow control for bulk);
+- ``flush()`` waits while the stream is over its budget (the window is full, or
+  ``COALESCE_LIMIT`` bytes wait for their turn), so a fast producer is slowed and memory
+  stays bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from .response import encode_stream_head
+
+log = logging.getLogger("brubeck.streaming")
+
+#: Mongrel2's hard-coded ``MAX_CREDITS``: unwritten bytes one connection may have queued.
+MAX_CREDITS = 102_400
+
+#: Without flow control: at most BURST messages per PACE seconds for one stream, and a
+#: flush waits once this many bytes are coalesced behind the pace.
+BURST = 8
+PACE = 0.25
+COALESCE_LIMIT = 1 << 20
+
+#: A window with bytes pending and no credits for this long is assumed drained: credits can be
+#: lost (they go to any handler process, round robin), and a stream must not hang forever.
+CREDIT_STALL = 5.0
+
+
+class CreditWindow:
+    """Mirror of one connection's unwritten bytes in Mongrel2, under download flow control."""
+
+    __slots__ = ("_changed", "_drainer", "_queue", "limit", "pending")
+
+    def __init__(self, limit: int = MAX_CREDITS) -> None:
+        self.limit = limit
+        self.pending = 0
+        self._queue: deque[tuple[Callable[[bytes], None], bytes]] = deque()
+        self._changed: asyncio.Event | None = None
+        self._drainer: asyncio.Task[None] | None = None
+
+    def send(self, send: Callable[[bytes], None], data: bytes) -> None:
+        """Send now if it fits and nothing waits before it; else queue it, in order."""
+        if not self._queue and self.pending + len(data) <= self.limit:
+            self.pending += len(data)
+            send(data)
+            return
+        self._queue.append((send, data))
+        if self._drainer is None or self._drainer.done():
+            self._drainer = asyncio.get_running_loop().create_task(self._drain())
+
+    def credit(self, amount: int) -> None:
+        self.pending = max(0, self.pending - amount)
+        if self._changed is not None:
+            self._changed.set()
+
+    @property
+    def backlog(self) -> int:
+        """Bytes queued here, not yet sent to Mongrel2."""
+        return sum(len(data) for _, data in self._queue)
+
+    async def drained(self) -> None:
+        """Wait until everything queued has been handed to Mongrel2."""
+        while self._drainer is not None and not self._drainer.done():
+            await asyncio.shield(self._drainer)
+
+    async def _drain(self) -> None:
+        self._changed = self._changed or asyncio.Event()
+        queue = self._queue
+        while queue:
+            send, data = queue[0]
+            room = self.limit - self.pending
+            if room <= 0 or (room < len(data) and room < min(4096, self.limit)):
+                self._changed.clear()
+                try:
+                    await asyncio.wait_for(self._changed.wait(), CREDIT_STALL)
+                except TimeoutError:
+                    log.warning(
+                        "no download credits for %.0fs with %d bytes pending; "
+                        "assuming they were written",
+                        CREDIT_STALL,
+                        self.pending,
+                    )
+                    self.pending = 0
+                continue
+            piece, rest = data[:room], data[room:]
+            self.pending += len(piece)
+            send(piece)
+            if rest:
+                queue[0] = (send, rest)
+            else:
+                queue.popleft()
+
+
+class ResponseStream:
+    """The wire side of one streamed response: head, chunks, end."""
+
+    __slots__ = (
+        "_app",
+        "_buffer",
+        "_recent",
+        "_timer",
+        "chunked",
+        "close",
+        "finished",
+        "head_only",
+        "request",
+    )
+
+    def __init__(
+        self,
+        app: Any,
+        request: Any,
+        status: int,
+        reason: str | None,
+        headers: list[tuple[str, str]],
+    ) -> None:
+        self._app = app
+        self.request = request
+        self.head_only = request.method == "HEAD"
+        self.chunked = request.version != "HTTP/1.0"
+        # HTTP/1.0 has no chunks: the body ends when the connection does.
+        self.close = not self.chunked or not request.keep_alive
+        self.finished = False
+        self._recent: deque[float] = deque(maxlen=BURST)
+        self._buffer: list[bytes] = []
+        self._timer: asyncio.TimerHandle | None = None
+        connection = "close" if self.close else None
+        head = encode_stream_head(status, headers, reason, self.chunked, connection)
+        self._send(head)
+
+    def _send(self, data: bytes) -> None:
+        self._app.send_to(self.request, data)
+
+    def _frame(self, data: bytes) -> bytes:
+        return b"%x\r\n%s\r\n" % (len(data), data) if self.chunked else data
+
+    async def write(self, data: bytes) -> None:
+        """Send ``data`` as one piece, once the connection's budget allows."""
+        if self.finished:
+            raise RuntimeError("the stream is finished: nothing more can be sent")
+        if not data or self.head_only:
+            return
+        window = self._app.credit_window(self.request)
+        if window is not None:  # the window paces exactly
+            self._send(self._frame(data))
+            await window.drained()
+            return
+        self._buffer.append(data)
+        wait = self._wait_for_turn()
+        if wait <= 0:
+            self._send_buffer()
+        elif sum(map(len, self._buffer)) >= COALESCE_LIMIT:
+            await asyncio.sleep(wait)
+            self._send_buffer()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(wait, self._send_buffer)
+
+    def _wait_for_turn(self) -> float:
+        """Seconds until the pace allows the next message (without flow control)."""
+        recent = self._recent
+        if len(recent) < BURST:
+            return 0.0
+        return recent[0] + PACE - asyncio.get_running_loop().time()
+
+    def _send_buffer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._buffer and not self.finished:
+            data = b"".join(self._buffer)
+            self._buffer = []
+            self._recent.append(asyncio.get_running_loop().time())
+            self._send(self._frame(data))
+
+    async def finish(self, data: bytes = b"") -> None:
+        """Send the rest, the end-of-body marker, and close the connection if HTTP needs it."""
+        if self.finished:
+            return
+        if data and not self.head_only:
+            self._buffer.append(data)
+        if self._buffer:
+            wait = self._wait_for_turn()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            data, self._buffer = b"".join(self._buffer), []
+            self._recent.append(asyncio.get_running_loop().time())
+            self._send(self._frame(data) + (b"0\r\n\r\n" if self.chunked else b""))
+        elif self.chunked and not self.head_only:
+            self._send(b"0\r\n\r\n")
+        self.finished = True
+        if self.close:
+            self._send(b"")
+
+    def abort(self) -> None:
+        """End a stream that cannot finish properly: close, so the client sees it truncated."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self.finished:
+            self.finished = True
+            self._send(b"")
+
+
+def format_event(
+    data: str | bytes, event: str | None = None, id: str | None = None, retry: int | None = None
+) -> bytes:
+    """One Server-Sent Event (``text/event-stream``), multi-line data split into fields."""
+    if isinstance(data, bytes):
+        data = data.decode("utf-8")
+    lines = []
+    for name, value in (("event", event), ("id", id)):
+        if value is not None:
+            if "\n" in value or "\r" in value or (name == "id" and "\0" in value):
+                raise ValueError(f"an event {name} cannot contain line breaks: {value!r}")
+            lines.append(f"{name}: {value}")
+    if retry is not None:
+        lines.append(f"retry: {int(retry)}")
+    for line in data.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
+        lines.append(f"data: {line}")
+    return ("\n".join(lines) + "\n\n").encode("utf-8")

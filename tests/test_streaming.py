@@ -1,0 +1,45 @@
+"""streaming.py: the credit window and the Server-Sent Events format, without a server."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from brubeck.streaming import CreditWindow, format_event
+
+
+def test_format_event_fields_and_multiline_data():
+    assert format_event("hi") == b"data: hi\n\n"
+    assert format_event("a\nb\r\nc", event="e", id="7", retry=500) == (
+        b"event: e\nid: 7\nretry: 500\ndata: a\ndata: b\ndata: c\n\n"
+    )
+
+
+@pytest.mark.parametrize("field", ["event", "id"])
+def test_format_event_refuses_line_breaks_in_fields(field):
+    with pytest.raises(ValueError, match="line breaks"):
+        format_event("x", **{field: "a\nb"})
+
+
+async def test_window_sends_within_credits_and_splits_the_rest():
+    sent: list[bytes] = []
+    window = CreditWindow(limit=10_000)
+    first, second = b"a" * 5000, b"b" * 6000
+    window.send(sent.append, first)
+    window.send(sent.append, second)  # only 5000 fit: split, the rest waits for credits
+    await asyncio.sleep(0)
+    assert sent == [first, b"b" * 5000] and window.pending == 10_000
+    window.send(sent.append, b"")  # a close waits its turn behind queued bytes
+    window.credit(7000)
+    await asyncio.wait_for(window.drained(), 1)
+    assert sent == [first, b"b" * 5000, b"b" * 1000, b""] and window.pending == 4000
+
+
+async def test_window_assumes_lost_credits_after_a_stall(monkeypatch):
+    monkeypatch.setattr("brubeck.streaming.CREDIT_STALL", 0.05)
+    sent: list[bytes] = []
+    window = CreditWindow(limit=4)
+    window.send(sent.append, b"abcdefgh")
+    await asyncio.wait_for(window.drained(), 1)
+    assert b"".join(sent) == b"abcdefgh"
