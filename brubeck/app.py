@@ -29,7 +29,7 @@ from .handlers import MessageHandler, WebMessageHandler, as_response
 from .inflight import InFlight
 from .protocol import NOTICE_PATH, ProtocolError, parse
 from .request import BodyLimits, Request
-from .response import ALREADY_SENT, Response
+from .response import ALREADY_SENT, Response, encode_response
 from .routing import Route, Router
 from .streaming import CreditWindow
 from .uploads import DONE, START, Upload, resolve_reported_path, upload_stage
@@ -190,20 +190,27 @@ class Brubeck:
                 self._deliver(request, self.error_response(request, exc))
                 return
         method = request.method
-        if method in ("JSON", "XML") or b"METHOD" not in headers:
-            log.warning("dropped a %r message on %r: not an HTTP request", method, message.path)
-            return
+        raw_method = headers.get(b"METHOD")
+        found = (
+            self.router.cache.get((raw_method, message.path)) if type(raw_method) is bytes else None
+        )
         try:
-            request.check_content_length()
-            route, args, kwargs, allowed = self.router.match(method, request.path)
-            if route is None:
-                if allowed:
-                    allow = ", ".join(sorted(allowed))
-                    raise HTTPError(405, f"{method} is not allowed here", {"Allow": allow})
-                raise HTTPError(404, f"nothing here at {request.path}")
+            if b"content-length" in headers:
+                request.check_content_length()
+            if found is None:
+                if method in ("JSON", "XML") or raw_method is None:
+                    log.warning(
+                        "dropped a %r message on %r: not an HTTP request", method, message.path
+                    )
+                    return
+                found = self._route(request, raw_method)
+            route, args, kwargs = found
             target = route.target
             if route.is_class:
-                handler = target(self, request, **route.init_kwargs)
+                if route.init_kwargs:
+                    handler = target(self, request, **route.init_kwargs)
+                else:
+                    handler = target(self, request)
                 result: Any = handler.execute(args, kwargs)
             else:
                 handler = None
@@ -212,7 +219,10 @@ class Brubeck:
             self._deliver(request, self.error_response(request, exc))
             return
         if isinstance(result, Response):
-            self._deliver(request, result)
+            if self._waiting and request.conn_id in self._waiting:
+                self._deliver(request, result)
+            else:
+                self.respond(request, result)
             if handler is not None and route.finishes:
                 self._on_finish(handler)
         elif handler is not None or inspect.isawaitable(result):
@@ -222,6 +232,22 @@ class Brubeck:
             task.add_done_callback(lambda done: self._inflight.discard(done, request.conn_id))
         else:
             self._deliver(request, self._function_response(request, result))
+
+    def _route(
+        self, request: Request, raw_method: Any
+    ) -> tuple[Route, tuple[str, ...], dict[str, str]]:
+        """Match a request the route cache does not know; raises 404 or 405."""
+        method = request.method
+        route, args, kwargs, allowed = self.router.match(method, request.path)
+        if route is None:
+            if allowed:
+                allow = ", ".join(sorted(allowed))
+                raise HTTPError(405, f"{method} is not allowed here", {"Allow": allow})
+            raise HTTPError(404, f"nothing here at {request.path}")
+        found = (route, args, kwargs)
+        if type(raw_method) is bytes:
+            self.router.remember(raw_method, request.message.path, found)
+        return found
 
     # Pipelined requests on one connection must be answered in the order they came, even when
     # an earlier one awaits and a later one does not: an answer waits in its connection's
@@ -316,9 +342,20 @@ class Brubeck:
             if request.upload is not None:
                 request.upload.discard()
             return
-        connection, close = _connection_policy(request)
+        headers = request.message.headers
+        if b"connection" not in headers and headers.get(b"VERSION") == b"HTTP/1.1":
+            connection, close = None, False  # the common case, decided without a call
+        else:
+            connection, close = _connection_policy(request)
         try:
-            data = response.encode(head=request.method == "HEAD", connection=connection)
+            data = encode_response(
+                response.status,
+                response.headers,
+                response.body,
+                response.reason,
+                request.method == "HEAD",
+                connection,
+            )
         except ValueError as exc:
             log.error("could not encode the response to %r: %s", request, exc)
             data = Response(b"500 Internal Server Error\n", 500, content_type="text/plain").encode(
@@ -515,20 +552,23 @@ class Brubeck:
 
     async def _receive(self) -> None:
         assert self.msg_conn is not None and self._capacity is not None
-        capacity = self._capacity
-        handle = self._handle_logged
+        capacity, tasks, limit = self._capacity, self._tasks, self.max_in_flight
+        handle = self.handle_message
         async for batch in self.msg_conn.batches():
             # The limit holds inside a batch too: wait before each message, not after the batch.
             for index, raw in enumerate(batch):
-                if not capacity.is_set():
+                if len(tasks) >= limit:
                     try:
                         await capacity.wait()
                     except asyncio.CancelledError:
                         # Stopping: these already left ZeroMQ, so start them; the drain awaits them.
                         for rest in batch[index:]:
-                            handle(rest)
+                            self._handle_logged(rest)
                         raise
-                handle(raw)
+                try:
+                    handle(raw)
+                except Exception:
+                    log.exception("dropped a message: handling it failed")
 
     def _handle_logged(self, raw: bytes) -> None:
         try:

@@ -68,6 +68,7 @@ class Mongrel2Connection:
         self._pub: zmq.asyncio.Socket | None = None
         self._pub_sync: zmq.Socket | None = None
         self._subscribed: asyncio.Event | None = None  # created in open(), inside the loop
+        self._live = False  # Mongrel2 has subscribed: replies may go straight out
         self._backlog: deque[bytes] = deque()
         self._flusher: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
@@ -116,6 +117,7 @@ class Mongrel2Connection:
         self._pull.close(linger=0)
         self._pub.close()
         self._pull = self._pub = None
+        self._live = False
         self._pull_sync = self._pub_sync = None
 
     async def _watch_subscriptions(self) -> None:
@@ -124,6 +126,7 @@ class Mongrel2Connection:
             event = await self._pub.recv()
             if event[:1] == b"\x01":
                 self._subscribed.set()
+                self._live = True
                 if self._backlog:
                     self._ensure_flusher()
 
@@ -151,7 +154,7 @@ class Mongrel2Connection:
 
     def send_raw(self, data: bytes) -> None:
         """Publish one already-formatted reply, in order, never dropping it."""
-        if self._backlog or not self._subscribed or not self._subscribed.is_set():
+        if self._backlog or not self._live:
             self._enqueue(data)
             return
         try:

@@ -46,10 +46,6 @@ _LINE_BREAKS = str.maketrans("", "", "\r\n\0")
 _VERB_NAMES = {method: method.lower() for method in HTTP_METHODS}
 
 
-def _is_awaitable(value: Any) -> bool:
-    return value is not None and hasattr(value, "__await__")
-
-
 class MessageHandler:
     """The base of every handler class: state in, one ``Response`` out.
 
@@ -325,8 +321,13 @@ class MessageHandler:
         self._finished = True
         headers = [*self._headers, ("Content-Type", self._content_type or self.content_type)]
         chunks = self._body
-        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        return _trusted_response(self._status, headers, body, self._reason)
+        # A Response from parts this handler already checked: no re-validation on the hot path.
+        response = Response.__new__(Response)
+        response.status = self._status
+        response.reason = self._reason
+        response.headers = headers
+        response.body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return response
 
     # Execution (called by the app)
 
@@ -334,12 +335,12 @@ class MessageHandler:
         """Run prepare and the verb method; a coroutine only if one of them awaited."""
         try:
             prepared = self.prepare()
-            if _is_awaitable(prepared):
+            if prepared is not None and hasattr(prepared, "__await__"):
                 return self._execute_async(prepared, args, kwargs)
             if self._finished:
                 return self.render()
             result = self._verb()(*args, **kwargs)
-            if _is_awaitable(result):
+            if result is not None and hasattr(result, "__await__"):
                 return self._finish_async(result)
             return self._complete(result)
         except Exception as exc:
@@ -353,7 +354,7 @@ class MessageHandler:
             if self._finished:
                 return self.render()
             result = self._verb()(*args, **kwargs)
-            if _is_awaitable(result):
+            if result is not None and hasattr(result, "__await__"):
                 result = await result
             return await self._end(result)
         except Exception as exc:
@@ -506,18 +507,6 @@ class JSONMessageHandler(MessageHandler):
             error["traceback"] = traceback.format_exception(*exc_info)
         self.set_header("Content-Type", JSON_CONTENT_TYPE)
         self.write({"error": error})
-
-
-def _trusted_response(
-    status: int, headers: list[tuple[str, str]], body: bytes, reason: str | None
-) -> Response:
-    """A Response from parts the handler already checked: skips re-validation on the hot path."""
-    response = Response.__new__(Response)
-    response.status = status
-    response.reason = reason
-    response.headers = headers
-    response.body = body
-    return response
 
 
 def render(

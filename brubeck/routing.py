@@ -98,9 +98,14 @@ def _route_methods(target: Any, methods: Iterable[str] | None) -> frozenset[str]
 class Router:
     """An ordered list of routes."""
 
+    #: Most (method, raw path) results ``match_raw`` remembers; the table is cleared when full.
+    CACHE_SIZE = 4096
+
     def __init__(self) -> None:
         self.routes: list[Route] = []
         self._named: dict[str, Route] = {}
+        #: (method, raw path) → a previous successful match; see ``cached``.
+        self.cache: dict[tuple[bytes, bytes], tuple[Route, tuple[str, ...], dict[str, str]]] = {}
 
     def add(
         self,
@@ -120,7 +125,29 @@ class Router:
                 raise ValueError(f"a route named {name!r} exists already: {self._named[name]!r}")
             self._named[name] = route
         self.routes.append(route)
+        self.cache.clear()
         return route
+
+    def cached(
+        self, method: bytes, raw_path: bytes
+    ) -> tuple[Route, tuple[str, ...], dict[str, str]] | None:
+        """A previous successful match for this exact method and undecoded path, if any.
+
+        Hot paths repeat: remembering them skips decoding and every regex. Only matches are
+        remembered (a flood of unknown paths cannot grow the table), and the table is bounded.
+        Callers must not mutate the kwargs dict they get (``**kwargs`` copies it).
+        """
+        return self.cache.get((method, raw_path))
+
+    def remember(
+        self,
+        method: bytes,
+        raw_path: bytes,
+        found: tuple[Route, tuple[str, ...], dict[str, str]],
+    ) -> None:
+        if len(self.cache) >= self.CACHE_SIZE:
+            self.cache.clear()
+        self.cache[(method, raw_path)] = found
 
     def match(
         self, method: str, path: str
