@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v mongrel2 >/dev/null 2>&1 && command -v m2sh >/dev/null 2>&1 || need_apt+=(mongrel2-core)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+# The services tests build a C worker (examples/services/upper_worker.c) against libzmq.
+command -v gcc >/dev/null 2>&1 || need_apt+=(gcc)
+[ -f /usr/include/zmq.h ] || need_apt+=(libzmq3-dev)
 if ! command -v python3 >/dev/null 2>&1; then
   need_apt+=(python3 python3-venv python3-pip)
 elif ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
