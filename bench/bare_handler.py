@@ -1,18 +1,69 @@
-"""Framework-free Mongrel2 handler: the baseline that bench/e2e.py measures Brubeck against.
+"""Framework-free Mongrel2 handler: the baseline the benchmarks measure Brubeck against.
+
+A blocking pyzmq loop that parses each request as Brubeck must (split, tnetstring headers),
+picks the answer by path and replies. Its answers are byte for byte as long as Brubeck's for
+the same paths of examples/hello and bench/apps/hello_bench.py, Date header included, so the
+comparison measures the framework and not the size of the response.
 
 Usage: python bench/bare_handler.py PULL_ADDR PUB_ADDR
 """
 
 import sys
+import time
+from email.utils import formatdate
 
 import tnetstring
 import zmq
 
-BODY = b"Hello, World!"
-RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s" % (
-    len(BODY),
-    BODY,
-)
+TEXT_TYPE = b"text/plain; charset=utf-8"
+HTML_TYPE = b"text/html; charset=utf-8"
+JSON_TYPE = b"application/json"
+
+#: Fixed answers: (content type, body) by path.
+FIXED = {
+    b"/brubeck": (HTML_TYPE, b"Take five"),  # examples/hello DemoHandler
+    b"/text": (TEXT_TYPE, b"Hello, World!"),
+    b"/async/text": (TEXT_TYPE, b"Hello, World!"),
+    b"/json": (JSON_TYPE, b'{"message":"Hello, World!"}'),
+    b"/async/json": (JSON_TYPE, b'{"message":"Hello, World!"}'),
+}
+#: Paths ending in an id, answered {"user":"<id>"} like the apps' UserHandler.
+USER_PREFIXES = (b"/user/", b"/async/user/")
+NOT_FOUND = (TEXT_TYPE, b"not found\n")
+
+_date_second = 0
+_date_line = b""
+
+
+def date_line() -> bytes:
+    """Brubeck sends a Date header, so the baseline does too (formatted once a second)."""
+    global _date_second, _date_line
+    now = int(time.time())
+    if now != _date_second:
+        _date_second = now
+        _date_line = b"Date: %s\r\n" % formatdate(now, usegmt=True).encode()
+    return _date_line
+
+
+def answer(path: bytes) -> bytes:
+    """The HTTP response for a request path."""
+    found = FIXED.get(path)
+    status = b"200 OK"
+    if found is None:
+        for prefix in USER_PREFIXES:
+            if path.startswith(prefix):
+                found = (JSON_TYPE, b'{"user":"%s"}' % path[len(prefix) :])
+                break
+        else:
+            found, status = NOT_FOUND, b"404 Not Found"
+    ctype, body = found
+    return b"HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n%s\r\n%s" % (
+        status,
+        ctype,
+        len(body),
+        date_line(),
+        body,
+    )
 
 
 def wants_close(headers: dict) -> bool:
@@ -25,6 +76,10 @@ def wants_close(headers: dict) -> bool:
 def main(pull_addr: str, pub_addr: str) -> None:
     ctx = zmq.Context()
     pull, pub = ctx.socket(zmq.PULL), ctx.socket(zmq.PUB)
+    # A PUB socket silently drops messages past its high-water mark (1000 by default), which
+    # would make the baseline look faster than it is. Unlimited is safe: the load generator
+    # bounds the replies in flight (wrk's connections, capacity.py's window).
+    pub.setsockopt(zmq.SNDHWM, 0)
     pull.connect(pull_addr)
     pub.connect(pub_addr)
     try:
@@ -34,7 +89,7 @@ def main(pull_addr: str, pub_addr: str) -> None:
                 continue
             headers, _ = tnetstring.pop(rest)
             target = b"%s %d:%s, " % (sender, len(conn_id), conn_id)
-            pub.send(target + RESPONSE)
+            pub.send(target + answer(path))
             if wants_close(headers):
                 pub.send(target)  # an empty body tells Mongrel2 to close the connection
     except KeyboardInterrupt:

@@ -1,13 +1,15 @@
-"""End-to-end benchmark: wrk -> Mongrel2 -> handler, Brubeck app versus a framework-free handler.
+"""End-to-end benchmark: wrk -> Mongrel2 -> handler, Brubeck apps versus a framework-free handler.
 
-Each configuration (access log on/off x connection count x handler) gets a fresh Mongrel2 on free
-ports in a temporary directory and a fresh handler process. Results include the Brubeck/bare
-ratio, which is more meaningful than the absolute rates.
+One run covers every case (text, JSON, path parameter; sync and async handlers; see
+``benchlib.CASES``) at each connection count, with Mongrel2's access log on and/or off. For
+each access-log mode three stacks run side by side, each a Mongrel2 on free loopback ports with
+one handler: bench/bare_handler.py, examples/hello and bench/apps/hello_bench.py. wrk then loads
+the bare stack and the Brubeck stack alternately, case by case, so each ratio compares runs
+taken moments apart. The bare handler answers every case path with bytes as long as Brubeck's.
 
-    python bench/e2e.py --duration 10 --connections 50,100 --access-log both --json out.json
+    python bench/e2e.py --duration 10 --access-log both --repeat 3 --json out.json
 
 On a shared or virtual machine single runs are noisy; use --repeat 3 (median) for decisions.
-
 Only 127.0.0.1 is used. Every child is stopped by pid when the run ends, fails or is interrupted.
 """
 
@@ -16,38 +18,38 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
-import shlex
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from brubeck.mongrel2 import Mongrel2Config, Mongrel2Process  # noqa: E402
-
-# ---------------------------------------------------------------------------------------------
-# The Brubeck app under test. ADJUST THIS when the CLI changes (or pass --app-cmd).
-# Placeholders: {python} (this interpreter), {pull} (Mongrel2's send_spec, where the handler's
-# PULL socket connects) and {pub} (Mongrel2's recv_spec, where the handler's PUB socket connects).
-# The command runs from the repository root.
-APP_CMD = (
-    "{python} -m brubeck --log-level warning"
-    " run examples/hello/app.py:app --pull {pull} --pub {pub}"
+from benchlib import (
+    APP_CMD,
+    BARE_CMD,
+    HELLO_APP,
+    Case,
+    handler_argv,
+    machine,
+    parse_cases,
+    start,
+    stop,
+    stops_on_sigterm,
+    tail,
 )
-# ---------------------------------------------------------------------------------------------
-BARE_CMD = "{python} bench/bare_handler.py {pull} {pub}"
 
+from brubeck.mongrel2 import Mongrel2Config, Mongrel2Process
+
+DEFAULT_CASES = "hello-text,hello-user,json,param,param-varied,async-json"
+VARIED_SCRIPT = Path(__file__).resolve().parent / "varied_path.lua"
 HANDLER_READY_TIMEOUT = 15.0
-HANDLER_STOP_TIMEOUT = 3.0
+#: The issue's targets: rate ratio for every case, p99 ratio at 50 connections.
+TARGET_RATIO = 0.85
+TARGET_P99_RATIO = 2.0
 
 # NOTE: wrk, Mongrel2 and the handler share this machine's cores. Mongrel2 is single-threaded and
 # usually the first bottleneck; absolute numbers depend on the core count, so compare the ratio.
@@ -55,6 +57,7 @@ HANDLER_STOP_TIMEOUT = 3.0
 
 @dataclass
 class Result:
+    case: str
     handler: str
     access_log: bool
     connections: int
@@ -64,56 +67,54 @@ class Result:
     requests: int
     socket_errors: int
     non_2xx: int
-    samples_rps: list[float]
+    samples_rps: list[float] = field(default_factory=list)
 
 
 class BenchError(RuntimeError):
     pass
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
+class Stack:
+    """A Mongrel2 on free ports and one handler process behind it, for a whole access-log mode."""
+
+    def __init__(self, name: str, argv: list[str], access_log: bool, run_dir: Path) -> None:
+        self.name = name
+        self.config = Mongrel2Config.on_free_ports(access_log=access_log)
+        self.argv = [
+            a.replace("{pull}", self.config.send_spec).replace("{pub}", self.config.recv_spec)
+            for a in argv
+        ]
+        self.mongrel2 = Mongrel2Process(self.config, run_dir / "mongrel2")
+        self.log = run_dir / "handler.log"
+        self.handler: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return self.mongrel2.url
+
+    def start(self, probe_path: str) -> None:
+        run_dir = self.log.parent
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.mongrel2.start()
+        self.handler = start(self.argv, self.log)
+        wait_for_handler(self.url + probe_path, self.handler, self.log)
+
+    def check_alive(self) -> None:
+        if self.handler is None or self.handler.poll() is not None:
+            raise BenchError(f"the {self.name} handler died during the run:\n{tail(self.log)}")
+        if not self.mongrel2.running:
+            raise BenchError(f"the {self.name} Mongrel2 died:\n{tail(self.mongrel2.stdout_log)}")
+
+    def stop(self) -> None:
+        try:
+            stop(self.handler)
+        finally:
+            self.mongrel2.stop()
 
 
-def tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
-def start_handler(template: str, config: Mongrel2Config, log: Path) -> subprocess.Popen[bytes]:
-    argv = shlex.split(
-        template.format(
-            python=shlex.quote(sys.executable),
-            pull=shlex.quote(config.send_spec),
-            pub=shlex.quote(config.recv_spec),
-        )
-    )
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    with open(log, "ab") as out:
-        # Own session: a terminal Ctrl-C reaches only this script, which then stops the child.
-        return subprocess.Popen(
-            argv,
-            cwd=REPO,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
-def stop_handler(proc: subprocess.Popen[bytes] | None) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(HANDLER_STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+def fetch(url: str) -> tuple[int, str, bytes]:
+    with urllib.request.urlopen(url, timeout=2) as resp:
+        return resp.status, resp.headers.get("Content-Type", ""), resp.read()
 
 
 def wait_for_handler(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
@@ -123,13 +124,23 @@ def wait_for_handler(url: str, proc: subprocess.Popen[bytes], log: Path) -> None
         if proc.poll() is not None:
             raise BenchError(f"handler exited with code {proc.returncode}:\n{tail(log)}")
         try:
-            with urllib.request.urlopen(url, timeout=1) as resp:
-                if resp.status == 200:
-                    resp.read()
-                    return
+            if fetch(url)[0] == 200:
+                return
         except (OSError, urllib.error.URLError):
             time.sleep(0.1)
     raise BenchError(f"no 200 from {url} within {HANDLER_READY_TIMEOUT}s:\n{tail(log)}")
+
+
+def check_same_answers(case: Case, bare: Stack, app: Stack) -> bool:
+    """Warn when the baseline's answer differs from Brubeck's: the comparison would be unfair."""
+    theirs, ours = fetch(bare.url + case.at()), fetch(app.url + case.at())
+    if theirs != ours:
+        print(
+            f"WARNING: {case.name}: bare answers {theirs!r}, brubeck {ours!r}; "
+            "the bare handler should answer this path alike",
+            file=sys.stderr,
+        )
+    return theirs == ours
 
 
 _UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
@@ -163,36 +174,29 @@ def parse_wrk(output: str) -> dict[str, float | int]:
     }
 
 
-def run_wrk(url: str, connections: int, threads: int, seconds: int) -> str:
+def run_wrk(url: str, connections: int, threads: int, seconds: int, prefix: str = "") -> str:
+    """wrk's report; with ``prefix``, each request asks for ``prefix`` plus a new number."""
     argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", url]
+    if prefix:
+        argv[1:1] = ["-s", str(VARIED_SCRIPT)]
+        argv += ["--", prefix]
     result = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30)
     if result.returncode != 0:
         raise BenchError(f"{' '.join(argv)} failed ({result.returncode}):\n{result.stderr}")
     return result.stdout
 
 
-def measure(
-    name: str, template: str, access_log: bool, connections: int, args: argparse.Namespace
+def load(
+    stack: Stack, case: Case, handler: str, access_log: bool, conns: int, args: argparse.Namespace
 ) -> Result:
-    with tempfile.TemporaryDirectory(prefix="brubeck-bench-") as tmp:
-        config = Mongrel2Config.on_free_ports(access_log=access_log)
-        m2 = Mongrel2Process(config, Path(tmp) / "mongrel2")
-        log = Path(tmp) / "handler.log"
-        handler = None
-        try:
-            m2.start()
-            handler = start_handler(template, config, log)
-            url = m2.url + args.path
-            wait_for_handler(url, handler, log)
-            if args.warmup:
-                run_wrk(url, connections, args.threads, args.warmup)
-            stats = parse_wrk(run_wrk(url, connections, args.threads, args.duration))
-            if handler.poll() is not None:
-                raise BenchError(f"{name} handler died during the run:\n{tail(log)}")
-        finally:
-            stop_handler(handler)
-            m2.stop()
-    return Result(name, access_log, connections, **stats, samples_rps=[])  # type: ignore[arg-type]
+    """Warm up, then one measured wrk run against a stack."""
+    url = stack.url + case.at()
+    prefix = case.path.split("{n}")[0] if case.varied else ""
+    if args.warmup:
+        run_wrk(url, conns, args.threads, args.warmup, prefix)
+    stats = parse_wrk(run_wrk(url, conns, args.threads, args.duration, prefix))
+    stack.check_alive()
+    return Result(case.name, handler, access_log, conns, **stats)  # type: ignore[arg-type]
 
 
 def median_run(runs: list[Result]) -> Result:
@@ -205,41 +209,67 @@ def median_run(runs: list[Result]) -> Result:
     return chosen
 
 
-def print_table(results: list[Result]) -> list[dict[str, object]]:
+def compare(results: list[Result]) -> list[dict[str, object]]:
+    """Pair each bare result with Brubeck's for the same case, log mode and connections."""
+    by_key = {(r.case, r.handler, r.access_log, r.connections): r for r in results}
     rows = []
-    header = (
-        f"{'access_log':>10} {'conns':>5} | {'bare req/s':>10} {'p50 ms':>7} {'p99 ms':>7} | "
-        f"{'brubeck req/s':>13} {'p50 ms':>7} {'p99 ms':>7} | {'ratio':>5}"
-    )
-    print(header)
-    print("-" * len(header))
-    by_key = {(r.handler, r.access_log, r.connections): r for r in results}
     for r in results:
-        if r.handler != "bare":
-            continue
-        app = by_key.get(("brubeck", r.access_log, r.connections))
-        if app is None:
+        app = by_key.get((r.case, "brubeck", r.access_log, r.connections))
+        if r.handler != "bare" or app is None:
             continue
         ratio = app.requests_per_sec / r.requests_per_sec if r.requests_per_sec else 0.0
-        print(
-            f"{'on' if r.access_log else 'off':>10} {r.connections:>5} | "
-            f"{r.requests_per_sec:>10.0f} {r.p50_ms:>7.2f} {r.p99_ms:>7.2f} | "
-            f"{app.requests_per_sec:>13.0f} {app.p50_ms:>7.2f} {app.p99_ms:>7.2f} | {ratio:>5.2f}"
-        )
+        p99_ratio = app.p99_ms / r.p99_ms if r.p99_ms else 0.0
+        misses = []
+        if ratio < TARGET_RATIO:
+            misses.append(f"rate<{TARGET_RATIO}")
+        if r.connections == 50 and p99_ratio > TARGET_P99_RATIO:
+            misses.append(f"p99>{TARGET_P99_RATIO:g}x")
         rows.append(
-            {"access_log": r.access_log, "connections": r.connections, "ratio": round(ratio, 4)}
-        )
-    bad = [r for r in results if r.socket_errors or r.non_2xx]
-    for r in bad:
-        print(
-            f"WARNING: {r.handler} (access_log={r.access_log}, c={r.connections}): "
-            f"{r.socket_errors} socket errors, {r.non_2xx} non-2xx responses"
+            {
+                "case": r.case,
+                "access_log": r.access_log,
+                "connections": r.connections,
+                "bare_rps": r.requests_per_sec,
+                "brubeck_rps": app.requests_per_sec,
+                "ratio": round(ratio, 3),
+                "bare_p99_ms": r.p99_ms,
+                "brubeck_p99_ms": app.p99_ms,
+                "p99_ratio": round(p99_ratio, 2),
+                "target": ", ".join(misses) or "ok",
+            }
         )
     return rows
 
 
+def print_table(rows: list[dict[str, object]], results: list[Result]) -> None:
+    print(
+        "| case | access log | conns | bare req/s | brubeck req/s | ratio "
+        "| bare p99 ms | brubeck p99 ms | p99 ratio | target |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    for row in rows:
+        print(
+            f"| {row['case']} | {'on' if row['access_log'] else 'off'} | {row['connections']} "
+            f"| {row['bare_rps']:.0f} | {row['brubeck_rps']:.0f} | {row['ratio']:.2f} "
+            f"| {row['bare_p99_ms']:.2f} | {row['brubeck_p99_ms']:.2f} | {row['p99_ratio']:.2f} "
+            f"| {row['target']} |"
+        )
+    print(
+        f"\nratio: brubeck req/s ÷ bare req/s (target ≥ {TARGET_RATIO}); p99 ratio: brubeck p99 ÷ "
+        f"bare p99 (target ≤ {TARGET_P99_RATIO:g} at 50 connections)"
+    )
+    for r in results:
+        if r.socket_errors or r.non_2xx:
+            print(
+                f"WARNING: {r.case} {r.handler} (access_log={r.access_log}, c={r.connections}): "
+                f"{r.socket_errors} socket errors, {r.non_2xx} non-2xx responses"
+            )
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run (10)")
     parser.add_argument("--warmup", type=int, default=1, help="seconds of wrk warm-up (1)")
     parser.add_argument(
@@ -253,13 +283,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--repeat", type=int, default=1, help="runs per configuration, median reported (1)"
     )
     logs = parser.add_mutually_exclusive_group()
-    logs.add_argument("--access-log", choices=["on", "off", "both"], default="on")
+    logs.add_argument("--access-log", choices=["on", "off", "both"], default="both")
     logs.add_argument(
         "--no-access-log", dest="access_log", action="store_const", const="off",
         help="same as --access-log off",
     )  # fmt: skip
-    parser.add_argument("--path", default="/brubeck", help="request path (/brubeck)")
-    parser.add_argument("--app-cmd", default=APP_CMD, help=f"Brubeck app command ({APP_CMD!r})")
+    parser.add_argument(
+        "--cases", default=DEFAULT_CASES, help=f"comma-separated, or 'all' ({DEFAULT_CASES})"
+    )
+    parser.add_argument("--path", help="benchmark only this path of --app (a custom case)")
+    parser.add_argument("--app", default=HELLO_APP, help=f"app for --path ({HELLO_APP})")
+    parser.add_argument("--app-cmd", default=APP_CMD, help=f"Brubeck command ({APP_CMD!r})")
     parser.add_argument("--bare-cmd", default=BARE_CMD, help=f"baseline command ({BARE_CMD!r})")
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     args = parser.parse_args(argv)
@@ -267,61 +301,92 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--duration, --threads and --repeat must be >= 1, --warmup >= 0")
     if not args.connections or min(args.connections) < args.threads:
         parser.error("--connections must be a list of counts >= --threads")
-    if not args.path.startswith("/"):
-        parser.error("--path must start with '/'")
+    if args.path is not None:
+        if not args.path.startswith("/"):
+            parser.error("--path must start with '/'")
+        args.cases = [Case("custom", args.app, args.path, f"{args.app} {args.path}")]
+    else:
+        try:
+            args.cases = parse_cases(args.cases)
+        except ValueError as exc:
+            parser.error(str(exc))
     return args
 
 
+def run_mode(access_log: bool, args: argparse.Namespace, tmp: Path) -> list[Result]:
+    """Every case and connection count for one access-log mode, on long-lived stacks."""
+    placeholders = {"pull": "{pull}", "pub": "{pub}"}
+    bare = Stack("bare", handler_argv(args.bare_cmd, **placeholders), access_log, tmp / "bare")
+    apps: dict[str, Stack] = {}
+    for case in args.cases:
+        if case.app not in apps:
+            argv = handler_argv(args.app_cmd, app=case.app, **placeholders)
+            apps[case.app] = Stack(case.app, argv, access_log, tmp / f"app{len(apps)}")
+    results: list[Result] = []
+    try:
+        bare.start(args.cases[0].at())
+        for app_target, stack in apps.items():
+            stack.start(next(c.at() for c in args.cases if c.app == app_target))
+        for case in args.cases:
+            check_same_answers(case, bare, apps[case.app])
+        for case in args.cases:
+            stacks = [("bare", bare), ("brubeck", apps[case.app])]
+            for conns in args.connections:
+                runs: dict[str, list[Result]] = {"bare": [], "brubeck": []}
+                for i in range(args.repeat):
+                    # back to back, in ABBA order over repeats, so drift hits both alike
+                    for name, stack in stacks if i % 2 == 0 else stacks[::-1]:
+                        run = load(stack, case, name, access_log, conns, args)
+                        print(
+                            f"  {case.name:12} {name:8} log={'on' if access_log else 'off':3} "
+                            f"c={conns:<4} {run.requests_per_sec:9.0f} req/s "
+                            f"p50 {run.p50_ms:.2f} ms p99 {run.p99_ms:.2f} ms",
+                            file=sys.stderr,
+                        )
+                        runs[name].append(run)
+                results += [median_run(r) for r in runs.values()]
+    finally:
+        for stack in [bare, *apps.values()]:
+            stack.stop()
+    return results
+
+
+@stops_on_sigterm
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)
     modes = {"on": [True], "off": [False], "both": [True, False]}[args.access_log]
-    handlers = [("bare", args.bare_cmd), ("brubeck", args.app_cmd)]
-    runs = len(modes) * len(args.connections) * len(handlers) * args.repeat
+    runs = len(modes) * len(args.cases) * len(args.connections) * 2 * args.repeat
     print(
         f"{runs} runs of {args.warmup}+{args.duration}s, about "
-        f"{runs * (args.warmup + args.duration + 1)}s; {os.cpu_count()} CPUs shared by wrk, "
-        "Mongrel2 and the handler",
+        f"{runs * (args.warmup + args.duration) + 5 * len(modes)}s; {os.cpu_count()} CPUs "
+        "shared by wrk, Mongrel2 and the handler",
         file=sys.stderr,
     )
     results: list[Result] = []
     try:
         for access_log in modes:
-            for connections in args.connections:
-                runs_by_handler: dict[str, list[Result]] = {name: [] for name, _ in handlers}
-                for _ in range(args.repeat):
-                    # bare and brubeck back to back, so the ratio compares like with like
-                    for name, template in handlers:
-                        run = measure(name, template, access_log, connections, args)
-                        print(
-                            f"  {name:8} access_log={'on' if access_log else 'off':3} "
-                            f"c={connections:<4} {run.requests_per_sec:9.0f} req/s "
-                            f"p50 {run.p50_ms:.2f} ms p99 {run.p99_ms:.2f} ms",
-                            file=sys.stderr,
-                        )
-                        runs_by_handler[name].append(run)
-                results += [median_run(runs) for runs in runs_by_handler.values()]
+            with tempfile.TemporaryDirectory(prefix="brubeck-bench-") as tmp:
+                results += run_mode(access_log, args, Path(tmp))
     except KeyboardInterrupt:
         print("interrupted; children stopped", file=sys.stderr)
         return 130
-    except BenchError as exc:
+    except (BenchError, RuntimeError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    ratios = print_table(results)
+    rows = compare(results)
+    print_table(rows, results)
     if args.json:
         meta = {
             "duration_s": args.duration,
             "warmup_s": args.warmup,
             "wrk_threads": args.threads,
             "repeat": args.repeat,
-            "path": args.path,
+            "cases": [asdict(c) for c in args.cases],
             "app_cmd": args.app_cmd,
             "bare_cmd": args.bare_cmd,
-            "cpu_count": os.cpu_count(),
-            "python": platform.python_version(),
-            "machine": platform.machine(),
+            **machine(),
         }
-        payload = {"meta": meta, "results": [asdict(r) for r in results], "ratios": ratios}
+        payload = {"meta": meta, "results": [asdict(r) for r in results], "ratios": rows}
         args.json.write_text(json.dumps(payload, indent=2) + "\n")
     return 0
 

@@ -12,6 +12,7 @@ from .protocol import Message, ProtocolError
 from .request import Headers, Request
 from .response import Response
 from .routing import Route, Router
+from .websocket import WebSocketHandler
 
 __version__ = "0.1.0"
 
@@ -30,6 +31,7 @@ __all__ = [
     "Router",
     "UploadedFile",
     "WebMessageHandler",
+    "WebSocketHandler",
     "__version__",
     "render",
 ]

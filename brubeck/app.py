@@ -20,9 +20,11 @@ import signal
 from collections import deque
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from time import perf_counter
 from types import SimpleNamespace
 from typing import Any
 
+from .access import AccessHook, access_hook
 from .connection import Mongrel2Connection
 from .errors import HTTPError
 from .handlers import MessageHandler, WebMessageHandler, as_response
@@ -33,6 +35,7 @@ from .response import ALREADY_SENT, Response, encode_response
 from .routing import Route, Router
 from .streaming import CreditWindow
 from .uploads import DONE, START, Upload, resolve_reported_path, upload_stage
+from .wsregistry import WEBSOCKET_METHODS, WebSocketRegistry
 
 log = logging.getLogger("brubeck.app")
 
@@ -81,9 +84,15 @@ class Brubeck:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._waiting: dict[bytes, deque[list[Any]]] = {}
         self._inflight = InFlight()
+        self._timed_out: set[asyncio.Task[Any]] = set()
+        #: seconds an awaiting handler may run (checked every second); handler.timeout wins
+        self.request_timeout = float(self.settings.get("request_timeout", 300))
         self._windows: dict[bytes, CreditWindow] = {}
         self._capacity: asyncio.Event | None = None
         self._stopping: asyncio.Event | None = None
+        #: The WebSocket connections this process owns, their rooms and broadcasts.
+        self.websockets = WebSocketRegistry(self)
+        self._access_log: AccessHook | None = None  # set by serve() from the settings
         for rule in handler_tuples:
             if not 2 <= len(rule) <= 3:
                 raise ValueError(
@@ -178,18 +187,23 @@ class Brubeck:
         except (TypeError, AttributeError, IndexError):
             log.warning("dropped a message on %r: its METHOD header is not a string", message.path)
             return
-        if b"DOWNLOAD_CREDITS" in headers:
+        if self._access_log is not None:
+            request.started = perf_counter()
+        if b"DOWNLOAD_CREDITS" in headers and message.conn_id not in self._windows:
             self._open_window(message)
         if stage is not None:
             if stage == "start":
                 self._upload_started(request)
                 return
             try:
-                request.upload = self._upload_done(headers)
+                request.set_upload(self._upload_done(headers))
             except HTTPError as exc:
                 self._deliver(request, self.error_response(request, exc))
                 return
         method = request.method
+        if method in WEBSOCKET_METHODS:  # one set lookup: cheaper than testing a prefix first
+            self.websockets.handle(request, raw)
+            return
         raw_method = headers.get(b"METHOD")
         found = (
             self.router.cache.get((raw_method, message.path)) if type(raw_method) is bytes else None
@@ -228,8 +242,9 @@ class Brubeck:
         elif handler is not None or inspect.isawaitable(result):
             slot = self._reserve(request)
             task = self._spawn(self._respond_later(slot, result, handler))
-            self._inflight.add(task, request, handler, task.get_loop().time())
-            task.add_done_callback(lambda done: self._inflight.discard(done, request.conn_id))
+            now = task.get_loop().time()
+            timeout = getattr(handler, "timeout", None) or self.request_timeout
+            self._inflight.add(task, request, handler, now, now + timeout)
         else:
             self._deliver(request, self._function_response(request, result))
 
@@ -292,22 +307,16 @@ class Brubeck:
         self, slot: list[Any], pending: Any, handler: MessageHandler | None
     ) -> None:
         request = slot[0]
-        timeout = getattr(handler, "timeout", None) or self.settings.get("request_timeout", 300)
         try:
             try:
-                async with asyncio.timeout(timeout) as deadline:
-                    result = await pending
-            except TimeoutError as exc:
-                if not deadline.expired():
-                    response = self.error_response(request, exc)
-                elif handler is not None and handler.abort_stream():
-                    log.warning("%r took longer than %ss: stream closed", request, timeout)
-                    response = ALREADY_SENT
-                else:
-                    log.warning("%r took longer than %ss: answering 504", request, timeout)
-                    response = self.error_response(
-                        request, HTTPError(504, f"no answer within {timeout} seconds")
-                    )
+                result = await pending
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task not in self._timed_out:
+                    raise
+                self._timed_out.discard(task)
+                task.uncancel()  # type: ignore[union-attr]
+                response = self._timed_out_response(request, handler)
             except Exception as exc:
                 response = self.error_response(request, exc)
             else:
@@ -316,10 +325,23 @@ class Brubeck:
             slot[1] = ALREADY_SENT  # cancelled: there is nothing to send
             self._release(request.conn_id)
             raise
+        finally:
+            current = asyncio.current_task()
+            self._inflight.discard(current, request.conn_id)  # type: ignore[arg-type]
+            if self._timed_out:
+                self._timed_out.discard(current)  # type: ignore[arg-type]
         slot[1] = response
         self._release(request.conn_id)
         if handler is not None:
             self._on_finish(handler)
+
+    def _timed_out_response(self, request: Request, handler: MessageHandler | None) -> Response:
+        timeout = getattr(handler, "timeout", None) or self.request_timeout
+        if handler is not None and handler.abort_stream():
+            log.warning("%r took longer than %ss: stream closed", request, timeout)
+            return ALREADY_SENT
+        log.warning("%r took longer than %ss: answering 504", request, timeout)
+        return self.error_response(request, HTTPError(504, f"no answer within {timeout} seconds"))
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
@@ -338,6 +360,8 @@ class Brubeck:
 
     def respond(self, request: Request, response: Response) -> None:
         """Frame a response for the request's connection, then close it if HTTP says so."""
+        if self._access_log is not None:
+            response = self._access_log(request, response)
         if response is ALREADY_SENT:
             if request.upload is not None:
                 request.upload.discard()
@@ -493,6 +517,7 @@ class Brubeck:
 
     def connection_closed(self, conn_id: bytes) -> None:
         """The client is gone: tell its handlers (``on_connection_close``), then cancel them."""
+        self.websockets.connection_closed(conn_id)
         self._waiting.pop(conn_id, None)
         self._windows.pop(conn_id, None)
         for task, handler in self._inflight.pop_connection(conn_id):
@@ -506,14 +531,23 @@ class Brubeck:
                         self._spawn(_logged(pending, "on_connection_close"))
             task.cancel()
 
-    async def _keep_alive(self, interval: float) -> None:
-        """Reset Mongrel2's idle clock for connections held longer than ``interval``."""
+    async def _housekeeping(self, interval: float) -> None:
+        """Each tick: cancel handlers past their timeout; every ``interval``, reset Mongrel2's
+        idle clock for connections held longer than that."""
         assert self.msg_conn is not None
         loop = asyncio.get_running_loop()
+        tick = min(1.0, interval)
+        next_ping = loop.time() + interval
         while True:
-            await asyncio.sleep(interval)
-            for request in list(self._inflight.held_since(loop.time() - interval)):
-                self.msg_conn.ctl(request.sender, request.conn_id, keep_alive=True)
+            await asyncio.sleep(tick)
+            now = loop.time()
+            for task in self._inflight.expired(now):
+                self._timed_out.add(task)
+                task.cancel()
+            if now >= next_ping:
+                next_ping = now + interval
+                for request in list(self._inflight.held_since(now - interval)):
+                    self.msg_conn.ctl(request.sender, request.conn_id, keep_alive=True)
 
     # Running
 
@@ -526,12 +560,13 @@ class Brubeck:
         self._stopping = asyncio.Event()
         self._capacity = asyncio.Event()
         self._capacity.set()
+        self._access_log = access_hook(self.settings)
         for hook in self._on_startup:
             await _maybe_await(hook())
         self.msg_conn.open()
         receiver = asyncio.get_running_loop().create_task(self._receive())
         keep_alive = asyncio.get_running_loop().create_task(
-            self._keep_alive(float(self.settings.get("keepalive_interval", 60)))
+            self._housekeeping(float(self.settings.get("keepalive_interval", 60)))
         )
         stopping = asyncio.get_running_loop().create_task(self._stopping.wait())
         try:
@@ -542,6 +577,9 @@ class Brubeck:
             keep_alive.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await receiver
+            # Requests ZeroMQ already queued for this process are answered, not dropped.
+            for raw in self.msg_conn.stop_receiving():
+                self._handle_logged(raw)
             await self._drain()
             for hook in self._on_shutdown:
                 try:

@@ -150,6 +150,27 @@ class Mongrel2Connection:
             if batch:
                 yield batch
 
+    def stop_receiving(self) -> list[bytes]:
+        """Take every message ZeroMQ already queued for this process, then leave Mongrel2.
+
+        For a graceful stop. Disconnecting drops what the PULL socket still holds (libzmq
+        discards a closed pipe's unread messages), so the queue is read first, with no await
+        before the disconnect. Mongrel2 then sends new requests to the other handlers. Lost
+        are only the messages still on their way at that instant, and those Mongrel2 sends
+        before it notices the disconnect: ZeroMQ drops both, and neither side can tell.
+        """
+        pull, sync = self._pull, self._pull_sync
+        if pull is None or sync is None:
+            return []
+        taken: list[bytes] = []
+        with contextlib.suppress(zmq.Again):
+            while True:
+                taken.append(_raw_recv(sync, zmq.NOBLOCK))
+        with contextlib.suppress(zmq.ZMQError):
+            pull.disconnect(self.pull_addr)
+        log.debug("left %s with %d queued messages taken", self.pull_addr, len(taken))
+        return taken
+
     # Sending
 
     def send_raw(self, data: bytes) -> None:

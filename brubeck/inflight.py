@@ -19,10 +19,12 @@ class InFlight:
     __slots__ = ("_by_conn",)
 
     def __init__(self) -> None:
-        self._by_conn: dict[bytes, dict[asyncio.Task[Any], tuple[Any, Any, float]]] = {}
+        self._by_conn: dict[bytes, dict[asyncio.Task[Any], tuple[Any, Any, float, float]]] = {}
 
-    def add(self, task: asyncio.Task[Any], request: Any, handler: Any, started: float) -> None:
-        self._by_conn.setdefault(request.conn_id, {})[task] = (request, handler, started)
+    def add(
+        self, task: asyncio.Task[Any], request: Any, handler: Any, started: float, deadline: float
+    ) -> None:
+        self._by_conn.setdefault(request.conn_id, {})[task] = (request, handler, started, deadline)
 
     def discard(self, task: asyncio.Task[Any], conn_id: bytes) -> None:
         tasks = self._by_conn.get(conn_id)
@@ -34,12 +36,21 @@ class InFlight:
     def pop_connection(self, conn_id: bytes) -> list[tuple[asyncio.Task[Any], Any]]:
         """Forget a connection; returns its (task, handler) pairs for the caller to stop."""
         tasks = self._by_conn.pop(conn_id, {})
-        return [(task, handler) for task, (_, handler, _) in tasks.items()]
+        return [(task, entry[1]) for task, entry in tasks.items()]
+
+    def expired(self, now: float) -> list[asyncio.Task[Any]]:
+        """Tasks past their deadline (one periodic sweep instead of a timer per request)."""
+        return [
+            task
+            for tasks in self._by_conn.values()
+            for task, entry in tasks.items()
+            if entry[3] <= now and not task.done()
+        ]
 
     def held_since(self, before: float) -> Iterator[Any]:
         """One request per connection that has been held since before ``before``."""
         for tasks in self._by_conn.values():
-            for request, _, started in tasks.values():
+            for request, _, started, _ in tasks.values():
                 if started <= before:
                     yield request
                     break

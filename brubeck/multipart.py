@@ -29,9 +29,11 @@ FILE_CONTENT_TYPE = "application/octet-stream"
 _TOKEN_CHARS = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _TOKEN = re.compile(_TOKEN_CHARS)
 # One "; name=value" parameter; a quoted value may hold ';' and backslash-escaped quotes.
+# Every quantifier is possessive: with backtracking, a value of many spaces before a stray
+# quote took cubic time.
 _PARAM = re.compile(
-    r";[ \t]*(" + _TOKEN_CHARS + r")[ \t]*=[ \t]*"
-    r'(?:"((?:[^"\\]|\\.)*)"|([^;"]*))[ \t]*(?=;|\Z)',
+    r";[ \t]*+((?>" + _TOKEN_CHARS + r"))[ \t]*+=[ \t]*+"
+    r'(?:"((?:[^"\\]|\\.)*+)"|([^;"]*+))[ \t]*+(?=;|\Z)',
     re.DOTALL,
 )
 # Only \\ and \" are unescaped: a lone backslash is kept (browsers send Windows paths raw).

@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, unquote
 
 import ujson
 
+from .access import request_id_from
 from .cookies import parse_cookies
 from .errors import HTTPError
 from .multipart import Fields, Files, UploadedFile, parse_boundary, parse_multipart
@@ -140,17 +141,19 @@ class Request:
 
     __slots__ = (
         "_arguments",
+        "_body",
         "_cookies",
         "_headers",
         "_json",
         "_parsed",
         "_path",
-        "body",
+        "_request_id",
         "conn_id",
         "limits",
         "message",
         "method",
         "sender",
+        "started",
         "upload",
     )
 
@@ -161,7 +164,7 @@ class Request:
         self.limits = limits
         self.sender = message.sender
         self.conn_id = message.conn_id
-        self.body = message.body
+        self._body: bytes | None = message.body
         method = message.headers.get(b"METHOD", b"")
         self.method = (method if type(method) is bytes else method[-1]).decode("latin-1")
         self._path: str | None = None
@@ -204,6 +207,18 @@ class Request:
     @property
     def remote_addr(self) -> str:
         return self._fact(b"REMOTE_ADDR")
+
+    @property
+    def request_id(self) -> str:
+        """An id for logs and for the client: its sane ``X-Request-Id``, else a new one.
+
+        Made on first read, so requests nobody asks about pay nothing for it.
+        """
+        try:
+            return self._request_id
+        except AttributeError:
+            self._request_id = request_id_from(self.message.headers)
+            return self._request_id
 
     @property
     def path(self) -> str:
@@ -274,11 +289,31 @@ class Request:
 
     # The body
 
+    @property
+    def body(self) -> bytes:
+        """The request body; a body Mongrel2 spooled to a file is read from it on first use.
+
+        A spooled body over ``max_body_size`` is a 413 here; read ``upload`` instead to stream
+        a large one from disk.
+        """
+        if self._body is None:
+            limit = self.limits.max_body_size
+            size = self.upload.size
+            if size > limit:
+                raise HTTPError(413, _too_large(f"an uploaded body of {size} bytes", limit))
+            self._body = self.upload.read()
+        return self._body
+
+    def set_upload(self, upload: Any) -> None:
+        """Attach the file Mongrel2 spooled this request's body into (the app does this)."""
+        self.upload = upload
+        self._body = None
+
     def check_content_length(self) -> None:
         """Refuse, before any handler runs, a body the client declares over ``max_body_size``."""
         headers = self.message.headers
         declared = headers.get(b"content-length")
-        if declared is None or (not self.body and b"x-mongrel2-upload-done" in headers):
+        if declared is None or (not self.message.body and b"x-mongrel2-upload-done" in headers):
             return  # a body Mongrel2 spooled to a file is not in memory
         limit = self.limits.max_body_size
         for value in [declared] if isinstance(declared, bytes) else declared:

@@ -3,6 +3,9 @@
 The client sends the same bytes Mongrel2 sends (tnetstring headers, upper-case Mongrel2 keys,
 lower-case client keys) over in-process ZeroMQ sockets, and parses the HTTP the app answers.
 End-to-end behaviour through the real server is for tests against a real Mongrel2.
+
+``async with TestClient(app)`` runs the app in the test's own event loop; ``with
+TestClient(app)`` runs it in a background thread with its own loop, for plain sync tests.
 """
 
 from __future__ import annotations
@@ -10,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import threading
 import uuid
-from typing import Any
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlencode
 
 import tnetstring
@@ -24,7 +29,11 @@ from .connection import Mongrel2Connection
 from .multipart import FileSpec, encode_multipart
 from .request import parse_cookies
 
+if TYPE_CHECKING:
+    from .wstesting import TestWebSocket
+
 _ids = itertools.count(1)
+_T = TypeVar("_T")
 
 
 class TestResponse:
@@ -64,7 +73,11 @@ class TestResponse:
 
 
 class TestClient:
-    """Drive an app through its real receive loop; use as ``async with TestClient(app) as c``."""
+    """Drive an app through its real receive loop.
+
+    ``async with TestClient(app) as client`` in async tests; ``with TestClient(app) as client``
+    in sync ones, where ``client`` is a ``SyncTestClient`` whose methods return responses.
+    """
 
     __test__ = False
 
@@ -87,6 +100,7 @@ class TestClient:
         # One reader at a time files every reply under its id, so concurrent requests each
         # find theirs, whoever read it.
         self._reading = asyncio.Lock()
+        self._sync: SyncTestClient | None = None
 
     async def __aenter__(self) -> TestClient:
         self._push = self._ctx.socket(zmq.PUSH)
@@ -101,6 +115,16 @@ class TestClient:
         # Let serve() start, so that an exit before any request can stop it.
         await asyncio.sleep(0)
         return self
+
+    def __enter__(self) -> SyncTestClient:
+        self._sync = SyncTestClient(self)
+        self._sync.start()
+        return self._sync
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._sync is not None:
+            self._sync, sync = None, self._sync
+            sync.close()
 
     async def __aexit__(self, *exc: Any) -> None:
         self.app.stop()
@@ -269,3 +293,121 @@ class TestClient:
 
     async def options(self, path: str, **kw: Any) -> TestResponse:
         return await self.request("OPTIONS", path, **kw)
+
+    async def websocket_connect(
+        self,
+        path: str,
+        *,
+        subprotocols: list[str] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> TestWebSocket:
+        """Open a WebSocket the way Mongrel2 passes one on (see ``brubeck.wstesting``)."""
+        from .wstesting import TestWebSocket
+
+        return await TestWebSocket.connect(self, path, subprotocols, headers)
+
+
+class SyncTestClient:
+    """A ``TestClient`` for sync tests: the app and the client run in a background thread.
+
+    Made by ``with TestClient(app) as client``. Each call runs the matching ``TestClient``
+    coroutine on that thread's event loop and waits for its result, so startup and shutdown
+    hooks, async handlers and timeouts behave as with the async client.
+    """
+
+    __test__ = False
+
+    def __init__(self, client: TestClient) -> None:
+        self.client = client
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    # The async client's state, shared: cookies set here are sent there.
+    @property
+    def app(self) -> Brubeck:
+        return self.client.app
+
+    @property
+    def cookies(self) -> dict[str, str]:
+        return self.client.cookies
+
+    @cookies.setter
+    def cookies(self, value: dict[str, str]) -> None:
+        self.client.cookies = value
+
+    def start(self) -> None:
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            loop.call_soon(ready.set)
+            loop.run_forever()
+
+        self._loop = loop
+        self._thread = threading.Thread(target=run, name="brubeck-testclient", daemon=True)
+        self._thread.start()
+        ready.wait()
+        try:
+            self._call(self.client.__aenter__())
+        except BaseException:
+            self._stop_loop()
+            raise
+
+    def close(self) -> None:
+        try:
+            self._call(self.client.__aexit__(None, None, None))
+        finally:
+            self._stop_loop()
+
+    def _stop_loop(self) -> None:
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(self.client.timeout + 5)
+        if not thread.is_alive():
+            loop.close()
+        self._loop = self._thread = None
+
+    def _call(self, coro: Coroutine[Any, Any, _T]) -> _T:
+        if self._loop is None:
+            coro.close()
+            raise RuntimeError("use the client inside 'with TestClient(app) as client'")
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        # The client's own timeout applies inside; this one only guards against a stuck loop.
+        return future.result(self.client.timeout + 5)
+
+    def build_message(self, method: str, path: str, **kw: Any) -> bytes:
+        return self.client.build_message(method, path, **kw)
+
+    def send_raw(self, raw: bytes) -> None:
+        self._call(self.client.send_raw(raw))
+
+    def receive(self, conn_id: int) -> bytes:
+        return self._call(self.client.receive(conn_id))
+
+    def request(self, method: str, path: str, **kw: Any) -> TestResponse:
+        """``TestClient.request`` with the same arguments, waited for."""
+        return self._call(self.client.request(method, path, **kw))
+
+    def get(self, path: str, **kw: Any) -> TestResponse:
+        return self.request("GET", path, **kw)
+
+    def head(self, path: str, **kw: Any) -> TestResponse:
+        return self.request("HEAD", path, **kw)
+
+    def post(self, path: str, **kw: Any) -> TestResponse:
+        return self.request("POST", path, **kw)
+
+    def put(self, path: str, **kw: Any) -> TestResponse:
+        return self.request("PUT", path, **kw)
+
+    def patch(self, path: str, **kw: Any) -> TestResponse:
+        return self.request("PATCH", path, **kw)
+
+    def delete(self, path: str, **kw: Any) -> TestResponse:
+        return self.request("DELETE", path, **kw)
+
+    def options(self, path: str, **kw: Any) -> TestResponse:
+        return self.request("OPTIONS", path, **kw)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -350,6 +351,24 @@ def test_parse_params() -> None:
         "a",
         {"k": 'v;"q"', "e": "", "u": "spaced value"},
     )
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "a; n=" + " " * 100_000 + '"',
+        'a; n="' + "\\" * 100_000,
+        "a; n" + " " * 100_000 + '"',
+        'a; n="x"' + " " * 100_000 + "y",
+        "a;" + " \t" * 50_000 + "n",
+    ],
+    ids=["spaces-quote", "backslashes", "name-spaces", "after-quote", "blanks"],
+)
+def test_parameters_are_parsed_in_linear_time(value: str) -> None:
+    # Backtracking once made the first of these take minutes.
+    started = time.perf_counter()
+    assert_status(400, lambda: parse_params(value, "header"), "malformed parameters")
+    assert time.perf_counter() - started < 1.0
 
 
 # UploadedFile

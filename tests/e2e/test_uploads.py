@@ -75,3 +75,44 @@ def test_a_refused_upload_is_answered_at_start_and_removed(site, wait_for):
     response = httpx.post(f"{site.url}/digest", content=data, headers={"X-Refuse": "1"})
     assert response.status_code == 413
     wait_for(lambda: spooled_files(site) == [], timeout=5)  # Mongrel2 unlinks it on the close
+
+
+class Form(WebMessageHandler):
+    def post(self) -> dict:
+        picture = self.get_file("picture")
+        return {
+            "title": self.get_argument("title"),
+            "filename": picture.filename,
+            "sha256": hashlib.sha256(picture.body).hexdigest(),
+            "spooled": self.request.upload is not None,
+        }
+
+
+def test_a_big_multipart_form_is_parsed_from_the_spooled_file(serve):
+    m2 = serve(Brubeck(handler_tuples=[(r"^/form$", Form)]))
+    picture = os.urandom(300_000)  # over Mongrel2's inline limit: it arrives as a file
+    response = httpx.post(
+        f"{m2.url}/form",
+        data={"title": "cat"},
+        files={"picture": ("cat.png", picture, "image/png")},
+        timeout=30,
+    )
+    assert response.json() == {
+        "title": "cat",
+        "filename": "cat.png",
+        "spooled": True,
+        "sha256": hashlib.sha256(picture).hexdigest(),
+    }
+    assert spooled_files(m2) == []
+
+
+def test_a_spooled_body_over_max_body_size_is_a_413_when_read(serve):
+    m2 = serve(Brubeck(handler_tuples=[(r"^/form$", Form)], max_body_size=100_000))
+    response = httpx.post(
+        f"{m2.url}/form",
+        data={"title": "cat"},
+        files={"picture": ("cat.png", os.urandom(300_000))},
+        timeout=30,
+    )
+    assert response.status_code == 413
+    assert spooled_files(m2) == []

@@ -1,0 +1,198 @@
+"""What the benchmark scripts share: the cases, the handler commands, and child processes.
+
+Every child is started in its own session (a terminal's Ctrl-C reaches only the script, which
+then stops its children) and stopped by pid: SIGTERM, then SIGKILL if it lingers.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import shlex
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+# re-exported: the scripts pick their ports with it
+from brubeck.mongrel2 import free_port as free_port  # noqa: E402
+
+HELLO_APP = "examples/hello/app.py:app"
+BENCH_APP = "bench/apps/hello_bench.py:app"
+
+# Placeholders: {python} (this interpreter), {app} (an app target such as HELLO_APP), {pull}
+# (where the handler's PULL socket connects: Mongrel2's send_spec) and {pub} (where its PUB
+# socket connects: Mongrel2's recv_spec). Commands run from the repository root.
+APP_CMD = "{python} -m brubeck --log-level warning run {app} --pull {pull} --pub {pub}"
+BARE_CMD = "{python} bench/bare_handler.py {pull} {pub}"
+
+STOP_TIMEOUT = 3.0
+
+
+@dataclass(frozen=True)
+class Case:
+    """One request path of one Brubeck app; the bare handler answers the same path alike.
+
+    A ``{n}`` in the path is replaced by a number that changes with every request, so that no
+    cache keyed by path can answer for the router.
+    """
+
+    name: str
+    app: str
+    path: str
+    what: str
+
+    @property
+    def varied(self) -> bool:
+        return "{n}" in self.path
+
+    def at(self, n: int = 42) -> str:
+        """The path of the ``n``-th request."""
+        return self.path.replace("{n}", str(n))
+
+
+CASES = {
+    case.name: case
+    for case in [
+        Case("hello-text", HELLO_APP, "/brubeck", "examples/hello page, sync"),
+        Case("hello-user", HELLO_APP, "/user/42", "examples/hello JSON + path param, async"),
+        Case("text", BENCH_APP, "/text", "text, sync"),
+        Case("json", BENCH_APP, "/json", "JSON, sync"),
+        Case("param", BENCH_APP, "/user/42", "JSON + path param, sync"),
+        Case("param-varied", BENCH_APP, "/user/{n}", "JSON + path param, new id each time, sync"),
+        Case("async-text", BENCH_APP, "/async/text", "text, async"),
+        Case("async-json", BENCH_APP, "/async/json", "JSON, async"),
+        Case("async-param", BENCH_APP, "/async/user/42", "JSON + path param, async"),
+    ]
+}
+
+
+def parse_cases(text: str) -> list[Case]:
+    """``a,b,c`` or ``all`` to Case objects; raises ValueError naming the known cases."""
+    if text == "all":
+        return list(CASES.values())
+    names = [name for name in text.split(",") if name]
+    unknown = [name for name in names if name not in CASES]
+    if unknown or not names:
+        raise ValueError(f"unknown case(s) {unknown}; known: {', '.join(CASES)} or 'all'")
+    return [CASES[name] for name in names]
+
+
+def handler_argv(template: str, pull: str, pub: str, app: str = HELLO_APP) -> list[str]:
+    return shlex.split(
+        template.format(
+            python=shlex.quote(sys.executable),
+            app=shlex.quote(app),
+            pull=shlex.quote(pull),
+            pub=shlex.quote(pub),
+        )
+    )
+
+
+def start(argv: list[str], log: Path | None = None, cwd: Path = REPO) -> subprocess.Popen[bytes]:
+    """Start a child in its own session, with this repository importable."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    out = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115
+    try:
+        return subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    finally:
+        if log is not None:
+            out.close()  # type: ignore[union-attr]
+
+
+def stop(proc: subprocess.Popen[bytes] | None, timeout: float = STOP_TIMEOUT) -> None:
+    """Stop one child by its pid: SIGTERM, then SIGKILL after ``timeout`` seconds."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def stops_on_sigterm(main: Callable[..., int]) -> Callable[..., int]:
+    """Decorate a script's main: while it runs, SIGTERM unwinds like Ctrl-C (so ``finally``
+    blocks stop the children); the previous handler is put back when it returns."""
+
+    @functools.wraps(main)
+    def wrapper(*args: Any, **kwargs: Any) -> int:
+        previous = signal.signal(signal.SIGTERM, _interrupt)
+        try:
+            return main(*args, **kwargs)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    return wrapper
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def rss_kib(pid: int) -> int:
+    """Resident set size of a process, from VmRSS in /proc/PID/status."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process has used, from /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime (fields 14 and 15)
+
+
+def _version(argv: list[str]) -> str:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    text = (out.stdout or out.stderr).strip().splitlines()
+    return text[0] if text else "unknown"
+
+
+def machine() -> dict[str, object]:
+    """What a result depends on: cores, Python, Mongrel2 and wrk versions, current load."""
+    try:
+        load = os.getloadavg()
+    except OSError:
+        load = (0.0, 0.0, 0.0)
+    return {
+        "nproc": os.cpu_count(),
+        "python": platform.python_version(),
+        "mongrel2": _version(["dpkg-query", "-W", "-f=${Version}", "mongrel2-core"]),
+        "wrk": _version(["wrk", "-v"]).split(" [")[0],
+        "loadavg": [round(x, 2) for x in load],
+    }
