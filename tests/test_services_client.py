@@ -212,7 +212,8 @@ async def test_concurrent_requests_each_get_their_own_reply(broker, client, serv
         serving(echo_worker(broker, slow_echo))
     replies = await asyncio.gather(*(client.request("echo", n) for n in range(200)))
     assert replies == list(range(200))
-    assert client.late_replies == 0
+    # A reply can only come late for a request that was resent (a busy machine may resend).
+    assert client.late_replies <= client.resends
 
 
 async def test_service_exists(broker, client, serving):
