@@ -137,7 +137,7 @@ class AccessRecord(logging.LogRecord):
         now = time.time()
         self.created = now
         self.msecs = (now - int(now)) * 1000
-        self.relativeCreated = (now - logging._startTime) * 1000
+        self.relativeCreated = (now - _START) * 1000
         self.process = _pid
         self.thread = threading.get_ident()
         self.threadName = threading.current_thread().name
@@ -162,6 +162,7 @@ _FIXED: dict[str, Any] = {
 }
 
 _pid = os.getpid()
+_START: float = getattr(logging, "_startTime", time.time())  # as LogRecord measures
 
 
 def _with_header(response: Response, name: str, value: str) -> Response:

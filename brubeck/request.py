@@ -156,6 +156,9 @@ class Request:
         "started",
         "upload",
     )
+    _request_id: str
+    #: ``perf_counter()`` at arrival; set only while the app keeps an access log.
+    started: float
 
     def __init__(self, message: Message, limits: BodyLimits = DEFAULT_LIMITS) -> None:
         self.message = message

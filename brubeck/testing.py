@@ -122,8 +122,8 @@ class TestClient:
         return self._sync
 
     def __exit__(self, *exc: Any) -> None:
-        if self._sync is not None:
-            self._sync, sync = None, self._sync
+        sync, self._sync = self._sync, None
+        if sync is not None:
             sync.close()
 
     async def __aexit__(self, *exc: Any) -> None:
