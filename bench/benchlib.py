@@ -75,6 +75,19 @@ CASES = {
 }
 
 
+def add_wrk_options(parser: Any) -> None:
+    """The wrk options every wrk-driven benchmark takes, with the same defaults."""
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run (10)")
+    parser.add_argument("--warmup", type=int, default=1, help="seconds of wrk warm-up (1)")
+    parser.add_argument(
+        "--connections",
+        type=lambda s: [int(c) for c in s.split(",") if c],
+        default=[50, 100],
+        help="comma-separated wrk connection counts (50,100)",
+    )
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads (1)")
+
+
 def parse_cases(text: str) -> list[Case]:
     """``a,b,c`` or ``all`` to Case objects; raises ValueError naming the known cases."""
     if text == "all":

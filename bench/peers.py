@@ -29,6 +29,7 @@ from benchlib import (
     BENCH_APP,
     CASES,
     REPO,
+    add_wrk_options,
     free_port,
     handler_argv,
     machine,
@@ -151,15 +152,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run (10)")
-    parser.add_argument("--warmup", type=int, default=1, help="seconds of wrk warm-up (1)")
-    parser.add_argument(
-        "--connections",
-        type=lambda s: [int(c) for c in s.split(",") if c],
-        default=[50, 100],
-        help="comma-separated wrk connection counts (50,100)",
-    )
-    parser.add_argument("--threads", type=int, default=1, help="wrk threads (1)")
+    add_wrk_options(parser)
     parser.add_argument("--repeat", type=int, default=1, help="runs per server, median kept (1)")
     parser.add_argument("--access-log", choices=["on", "off"], default="off", help="Mongrel2's")
     parser.add_argument("--peer-loop", choices=["asyncio", "uvloop"], default="asyncio")
