@@ -33,4 +33,4 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[dev]'
-echo "setup: ready ($(.venv/bin/python --version), $(mongrel2 -V 2>&1 | head -n1 || true))"
+echo "setup: ready ($(.venv/bin/python --version), mongrel2 at $(command -v mongrel2))"
