@@ -6,5 +6,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/ruff check brubeck tests examples bench
 .venv/bin/ruff format --check brubeck tests examples bench
+# The docs site must build without broken links or missing pages.
+.venv/bin/mkdocs build --strict --quiet --site-dir "$(mktemp -d)"
 # pytest exits 5 when it collects no tests: that is a failure here, as any non-zero code is.
 .venv/bin/python -m pytest -q "$@"
