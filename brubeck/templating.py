@@ -1,0 +1,76 @@
+"""Templates for handlers: Jinja2 or Mako, imported only when an app uses them.
+
+Both are optional (``pip install brubeck[jinja2]`` or ``brubeck[mako]``). The app holds one
+loader in its ``template_loader`` setting (the original Brubeck's name); handlers mix in
+``Jinja2Rendering`` or ``MakoRendering`` and call ``render_template``. HTML is escaped by
+default in both: a template must opt out (``|safe`` in Jinja2, ``| n`` in Mako).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .response import Response
+
+
+def _missing(package: str, extra: str) -> ImportError:
+    return ImportError(f"{package} is not installed: pip install 'brubeck[{extra}]'")
+
+
+def load_jinja2_env(template_dir: str, **options: Any) -> Any:
+    """A Jinja2 ``Environment`` over ``template_dir``, autoescaping HTML and XML templates."""
+    try:
+        import jinja2
+    except ImportError:
+        raise _missing("Jinja2", "jinja2") from None
+    options.setdefault("autoescape", jinja2.select_autoescape(["html", "htm", "xml"]))
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(template_dir), **options)
+
+
+def load_mako_env(template_dir: str, **options: Any) -> Any:
+    """A Mako ``TemplateLookup`` over ``template_dir``, escaping HTML by default."""
+    try:
+        from mako.lookup import TemplateLookup
+    except ImportError:
+        raise _missing("Mako", "mako") from None
+    options.setdefault("default_filters", ["h"])
+    return TemplateLookup(directories=[template_dir], **options)
+
+
+class _TemplateRendering:
+    """Shared by the mixins: find the loader, render, answer with the text."""
+
+    def _loader(self) -> Any:
+        loader = self.settings.get("template_loader")  # type: ignore[attr-defined]
+        if loader is None:
+            raise RuntimeError(
+                "render_template needs a loader: Brubeck(..., "
+                "template_loader=load_jinja2_env('templates'))"
+            )
+        return loader
+
+    def render_template(
+        self, template_file: str, _status_code: int = 200, **context: Any
+    ) -> Response:
+        """Render ``template_file`` with ``context`` (plus ``handler``) as the response."""
+        context.setdefault("handler", self)
+        text = self.render_template_string(template_file, **context)
+        self.set_body(text)  # type: ignore[attr-defined]
+        return self.render(status_code=_status_code)  # type: ignore[attr-defined]
+
+    def render_template_string(self, template_file: str, **context: Any) -> str:
+        raise NotImplementedError
+
+
+class Jinja2Rendering(_TemplateRendering):
+    """Mix into a handler to render Jinja2 templates."""
+
+    def render_template_string(self, template_file: str, **context: Any) -> str:
+        return str(self._loader().get_template(template_file).render(**context))
+
+
+class MakoRendering(_TemplateRendering):
+    """Mix into a handler to render Mako templates."""
+
+    def render_template_string(self, template_file: str, **context: Any) -> str:
+        return str(self._loader().get_template(template_file).render(**context))
