@@ -87,6 +87,8 @@ class Brubeck:
         self._timed_out: set[asyncio.Task[Any]] = set()
         #: seconds an awaiting handler may run (checked every second); handler.timeout wins
         self.request_timeout = float(self.settings.get("request_timeout", 300))
+        #: unsafe methods must echo the ``_xsrf`` cookie (``MessageHandler.check_xsrf_cookie``)
+        self.xsrf_cookies = bool(self.settings.get("xsrf_cookies", False))
         self._windows: dict[bytes, CreditWindow] = {}
         self._capacity: asyncio.Event | None = None
         self._stopping: asyncio.Event | None = None

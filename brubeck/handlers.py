@@ -30,7 +30,15 @@ from .response import (
     to_body_bytes,
 )
 from .routing import HTTP_METHODS
-from .security import DEFAULT_MAX_AGE, Secrets, sign_value, verify_value
+from .security import (
+    DEFAULT_MAX_AGE,
+    Secrets,
+    new_xsrf_token,
+    same_token,
+    sign_value,
+    valid_xsrf_token,
+    verify_value,
+)
 from .streaming import ResponseStream, format_event
 
 if TYPE_CHECKING:
@@ -43,6 +51,8 @@ HandlerResult = Response | Awaitable[Response]
 
 _REQUIRED: Any = object()
 _LINE_BREAKS = str.maketrans("", "", "\r\n\0")
+_UNSAFE_METHODS = frozenset(["POST", "PUT", "PATCH", "DELETE"])
+XSRF_COOKIE = "_xsrf"
 _VERB_NAMES = {method: method.lower() for method in HTTP_METHODS}
 
 
@@ -183,6 +193,47 @@ class MessageHandler:
                 samesite=samesite,
             ),
         )
+
+    # Cross-site request forgery: the double-submit cookie pattern
+
+    #: Set False on handlers that authenticate otherwise (API tokens) to skip the XSRF check.
+    check_xsrf = True
+
+    @property
+    def xsrf_token(self) -> str:
+        """This client's XSRF token; sets the ``_xsrf`` cookie the first time it is needed."""
+        token = getattr(self, "_xsrf_token", None)
+        if token is None:
+            token = self.get_cookie(XSRF_COOKIE)
+            if not token or not valid_xsrf_token(token):
+                token = new_xsrf_token()
+                self.set_cookie(XSRF_COOKIE, token, samesite="Lax")
+            self._xsrf_token = token
+        return token
+
+    def xsrf_form_html(self) -> str:
+        """A hidden form field carrying the token, for HTML forms that POST back here."""
+        return f'<input type="hidden" name="_xsrf" value="{self.xsrf_token}">'
+
+    def check_xsrf_cookie(self) -> None:
+        """Refuse (403) an unsafe request whose ``_xsrf`` argument or ``X-XSRFToken`` header
+        does not match its ``_xsrf`` cookie; runs before ``prepare`` when the app's
+        ``xsrf_cookies`` setting is on."""
+        if not self.check_xsrf:
+            return
+        cookie = self.get_cookie(XSRF_COOKIE)
+        headers = self.message.headers
+        sent = (
+            headers.first("x-xsrftoken")
+            or headers.first("x-csrftoken")
+            or self.get_argument("_xsrf", None)
+        )
+        if not cookie or not sent or not same_token(cookie, sent):
+            raise HTTPError(
+                403,
+                "missing or wrong XSRF token: send the _xsrf cookie's value "
+                "as the _xsrf argument or the X-XSRFToken header",
+            )
 
     def delete_cookie(self, name: str, path: str | None = "/", domain: str | None = None) -> None:
         """Tell the client to drop a cookie (same path and domain as it was set with)."""
@@ -334,6 +385,8 @@ class MessageHandler:
     def execute(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> HandlerResult:
         """Run prepare and the verb method; a coroutine only if one of them awaited."""
         try:
+            if self.application.xsrf_cookies and self.message.method in _UNSAFE_METHODS:
+                self.check_xsrf_cookie()
             prepared = self.prepare()
             if prepared is not None and hasattr(prepared, "__await__"):
                 return self._execute_async(prepared, args, kwargs)

@@ -100,6 +100,25 @@ def verify_value(
     return value
 
 
+# XSRF tokens: random, compared in constant time (the double-submit cookie pattern).
+
+_XSRF_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def new_xsrf_token() -> str:
+    """32 random bytes, base64url: unguessable, and safe as a cookie value."""
+    return _b64(os.urandom(32))
+
+
+def valid_xsrf_token(token: str) -> bool:
+    return len(token) == 43 and set(token) <= _XSRF_ALPHABET
+
+
+def same_token(a: str, b: str) -> bool:
+    """Constant-time comparison of two tokens."""
+    return hmac.compare_digest(a.encode("utf-8", "replace"), b.encode("utf-8", "replace"))
+
+
 # Passwords: scrypt, with its parameters stored beside the hash so they can be raised later.
 
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1

@@ -1,0 +1,49 @@
+"""XSRF protection: unsafe methods must echo the _xsrf cookie when the app asks for it."""
+
+from __future__ import annotations
+
+import re
+
+from brubeck import Brubeck, WebMessageHandler
+from brubeck.testing import TestClient
+
+
+class Form(WebMessageHandler):
+    def get(self):
+        return f"<form method=post>{self.xsrf_form_html()}</form>"
+
+    def post(self):
+        return "saved"
+
+
+class Api(WebMessageHandler):
+    check_xsrf = False  # authenticated by other means
+
+    def post(self):
+        return "api"
+
+
+def make_app(**settings):
+    return Brubeck(handler_tuples=[(r"^/form$", Form), (r"^/api$", Api)], **settings)
+
+
+async def test_posts_need_the_token_when_enabled():
+    async with TestClient(make_app(xsrf_cookies=True)) as client:
+        assert (await client.post("/form")).status_code == 403
+        page = await client.get("/form")
+        token = re.search(r'value="([^"]+)"', page.text).group(1)
+        assert client.cookies["_xsrf"] == token
+        assert (await client.post("/form", data={"_xsrf": token})).text == "saved"
+        assert (await client.post("/form", headers={"X-XSRFToken": token})).text == "saved"
+        wrong = await client.post("/form", data={"_xsrf": token[:-1] + "A"})
+        assert wrong.status_code == 403 and "XSRF" in wrong.text
+        assert (await client.post("/api")).text == "api"  # the handler opted out
+
+
+async def test_the_token_is_stable_and_off_by_default():
+    async with TestClient(make_app()) as client:
+        assert (await client.post("/form")).text == "saved"
+        first = await client.get("/form")
+        second = await client.get("/form")
+        assert first.text == second.text  # the cookie's token is reused
+        assert len(second.get_all("set-cookie")) == 0
