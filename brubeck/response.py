@@ -134,6 +134,8 @@ _STATUS_LINES: dict[int, str] = {
 }
 #: Headers whose value is the framing's business, not the handler's.
 _MANAGED = frozenset(["content-length", "connection", "date"])
+#: A streamed response frames itself with chunks (or the close), never a handler's header.
+_STREAM_MANAGED = _MANAGED | {"transfer-encoding"}
 
 
 _PREFIXES: dict[tuple[int, tuple[str, str]], bytes] = {}
@@ -180,18 +182,7 @@ def encode_response(
                 _CONNECTION_LINES[connection],
                 body,
             )
-    line = _STATUS_LINES.get(status) if reason is None else None
-    if line is None:
-        line = f"HTTP/1.1 {status} {reason or _PHRASES.get(status, 'Unknown')}\r\n"
-    parts = [line]
-    has_type = False
-    for name, value in headers:
-        lower = name.lower()
-        if lower in _MANAGED:
-            continue
-        if lower == "content-type":
-            has_type = True
-        parts.append(f"{name}: {value}\r\n")
+    parts, has_type = _head_parts(status, headers, reason, _MANAGED)
     if status in _NO_BODY:
         body = b""
     else:
@@ -205,14 +196,7 @@ def encode_response(
         parts.append(f"Connection: {connection}\r\n\r\n")
     else:
         parts.append("\r\n")
-    try:
-        return "".join(parts).encode("latin-1") + body
-    except UnicodeEncodeError as exc:
-        bad = exc.object[max(0, exc.start - 30) : exc.end + 10]
-        raise ValueError(
-            f"response head has a character that HTTP headers cannot carry (not Latin-1): "
-            f"...{bad!r}...; percent-encode or RFC 2047-encode it"
-        ) from None
+    return _encode_head(parts) + body
 
 
 def encode_stream_head(
@@ -223,16 +207,7 @@ def encode_stream_head(
     connection: str | None,
 ) -> bytes:
     """The head of a response whose body follows in pieces: chunked, or ended by a close."""
-    parts = [_STATUS_LINES.get(status) if reason is None else None]
-    if parts[0] is None:
-        parts[0] = f"HTTP/1.1 {status} {reason or _PHRASES.get(status, 'Unknown')}\r\n"
-    has_type = False
-    for name, value in headers:
-        lower = name.lower()
-        if lower in _MANAGED or lower == "transfer-encoding":
-            continue
-        has_type = has_type or lower == "content-type"
-        parts.append(f"{name}: {value}\r\n")
+    parts, has_type = _head_parts(status, headers, reason, _STREAM_MANAGED)
     if not has_type:
         parts.append(_DEFAULT_TYPE_LINE)
     if chunked:
@@ -241,7 +216,37 @@ def encode_stream_head(
     if connection:
         parts.append(f"Connection: {connection}\r\n")
     parts.append("\r\n")
-    return "".join(parts).encode("latin-1")  # type: ignore[arg-type]
+    return _encode_head(parts)
+
+
+def _head_parts(
+    status: int, headers: list[tuple[str, str]], reason: str | None, skip: frozenset[str]
+) -> tuple[list[str], bool]:
+    """Status line and header lines (minus those the framing owns); whether a type was set."""
+    line = _STATUS_LINES.get(status) if reason is None else None
+    if line is None:
+        line = f"HTTP/1.1 {status} {reason or _PHRASES.get(status, 'Unknown')}\r\n"
+    parts = [line]
+    has_type = False
+    for name, value in headers:
+        lower = name.lower()
+        if lower in skip:
+            continue
+        if lower == "content-type":
+            has_type = True
+        parts.append(f"{name}: {value}\r\n")
+    return parts, has_type
+
+
+def _encode_head(parts: list[str]) -> bytes:
+    try:
+        return "".join(parts).encode("latin-1")
+    except UnicodeEncodeError as exc:
+        bad = exc.object[max(0, exc.start - 30) : exc.end + 10]
+        raise ValueError(
+            f"response head has a character that HTTP headers cannot carry (not Latin-1): "
+            f"...{bad!r}...; percent-encode or RFC 2047-encode it"
+        ) from None
 
 
 #: Returned by a handler whose response already went out (a stream, a bulk delivery).

@@ -104,7 +104,9 @@ class Router:
     def __init__(self) -> None:
         self.routes: list[Route] = []
         self._named: dict[str, Route] = {}
-        #: (method, raw path) → a previous successful match; see ``cached``.
+        #: (method, raw path) → a previous successful match. Hot paths repeat: a hit skips
+        #: decoding and every regex. Only matches are remembered (a flood of unknown paths
+        #: cannot grow it), it is cleared when full, and readers must not mutate the kwargs.
         self.cache: dict[tuple[bytes, bytes], tuple[Route, tuple[str, ...], dict[str, str]]] = {}
 
     def add(
@@ -127,17 +129,6 @@ class Router:
         self.routes.append(route)
         self.cache.clear()
         return route
-
-    def cached(
-        self, method: bytes, raw_path: bytes
-    ) -> tuple[Route, tuple[str, ...], dict[str, str]] | None:
-        """A previous successful match for this exact method and undecoded path, if any.
-
-        Hot paths repeat: remembering them skips decoding and every regex. Only matches are
-        remembered (a flood of unknown paths cannot grow the table), and the table is bounded.
-        Callers must not mutate the kwargs dict they get (``**kwargs`` copies it).
-        """
-        return self.cache.get((method, raw_path))
 
     def remember(
         self,
