@@ -235,10 +235,7 @@ class Brubeck:
             self._deliver(request, self.error_response(request, exc))
             return
         if isinstance(result, Response):
-            if self._waiting and request.conn_id in self._waiting:
-                self._deliver(request, result)
-            else:
-                self.respond(request, result)
+            self._deliver(request, result)
             if handler is not None and route.finishes:
                 self._on_finish(handler)
         elif handler is not None or inspect.isawaitable(result):
@@ -368,11 +365,7 @@ class Brubeck:
             if request.upload is not None:
                 request.upload.discard()
             return
-        headers = request.message.headers
-        if b"connection" not in headers and headers.get(b"VERSION") == b"HTTP/1.1":
-            connection, close = None, False  # the common case, decided without a call
-        else:
-            connection, close = _connection_policy(request)
+        connection, close = _connection_policy(request)
         try:
             data = encode_response(
                 response.status,
