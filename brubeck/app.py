@@ -12,7 +12,6 @@ Rules of this module:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import logging
 import os
@@ -90,7 +89,6 @@ class Brubeck:
         #: unsafe methods must echo the ``_xsrf`` cookie (``MessageHandler.check_xsrf_cookie``)
         self.xsrf_cookies = bool(self.settings.get("xsrf_cookies", False))
         self._windows: dict[bytes, CreditWindow] = {}
-        self._capacity: asyncio.Event | None = None
         self._stopping: asyncio.Event | None = None
         #: The WebSocket connections this process owns, their rooms and broadcasts.
         self.websockets = WebSocketRegistry(self)
@@ -346,16 +344,16 @@ class Brubeck:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
-        if len(self._tasks) >= self.max_in_flight and self._capacity is not None:
-            self._capacity.clear()
+        if len(self._tasks) >= self.max_in_flight and self.msg_conn is not None:
+            self.msg_conn.pause_reading()  # the rest wait in ZeroMQ's queues
         return task
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("request task failed", exc_info=task.exception())
-        if self._capacity is not None and len(self._tasks) < self.max_in_flight:
-            self._capacity.set()
+        if len(self._tasks) < self.max_in_flight and self.msg_conn is not None:
+            self.msg_conn.resume_reading()  # a no-op unless paused, and once stopping
 
     def respond(self, request: Request, response: Response) -> None:
         """Frame a response for the request's connection, then close it if HTTP says so."""
@@ -553,25 +551,18 @@ class Brubeck:
                 "Brubeck(msg_conn=Mongrel2Connection(pull_addr, pub_addr)) is needed"
             )
         self._stopping = asyncio.Event()
-        self._capacity = asyncio.Event()
-        self._capacity.set()
         self._access_log = access_hook(self.settings)
         for hook in self._on_startup:
             await _maybe_await(hook())
         self.msg_conn.open()
-        receiver = asyncio.get_running_loop().create_task(self._receive())
+        self.msg_conn.start_reading(self.handle_message)
         keep_alive = asyncio.get_running_loop().create_task(
             self._housekeeping(float(self.settings.get("keepalive_interval", 60)))
         )
-        stopping = asyncio.get_running_loop().create_task(self._stopping.wait())
         try:
-            await asyncio.wait({receiver, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            await self._stopping.wait()
         finally:
-            stopping.cancel()
-            receiver.cancel()
             keep_alive.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await receiver
             # Requests ZeroMQ already queued for this process are answered, not dropped.
             for raw in self.msg_conn.stop_receiving():
                 self._handle_logged(raw)
@@ -582,26 +573,6 @@ class Brubeck:
                 except Exception:
                     log.exception("an on_shutdown hook failed")
             await self.msg_conn.close()
-
-    async def _receive(self) -> None:
-        assert self.msg_conn is not None and self._capacity is not None
-        capacity, tasks, limit = self._capacity, self._tasks, self.max_in_flight
-        handle = self.handle_message
-        async for batch in self.msg_conn.batches():
-            # The limit holds inside a batch too: wait before each message, not after the batch.
-            for index, raw in enumerate(batch):
-                if len(tasks) >= limit:
-                    try:
-                        await capacity.wait()
-                    except asyncio.CancelledError:
-                        # Stopping: these already left ZeroMQ, so start them; the drain awaits them.
-                        for rest in batch[index:]:
-                            self._handle_logged(rest)
-                        raise
-                try:
-                    handle(raw)
-                except Exception:
-                    log.exception("dropped a message: handling it failed")
 
     def _handle_logged(self, raw: bytes) -> None:
         try:

@@ -8,6 +8,7 @@ import itertools
 import re
 from collections.abc import AsyncIterator, Callable
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import zmq
@@ -121,42 +122,106 @@ def targets(reply: bytes) -> list[int]:
     return [int(i) for i in found[2].split(b" ")]
 
 
-async def collect(connection: Mongrel2Connection, count: int) -> list[list[bytes]]:
-    batches: list[list[bytes]] = []
+async def collect(connection: Mongrel2Connection, count: int) -> list[Any]:
+    """What ``start_reading`` hands over until ``count`` messages arrived."""
+    received: list[Any] = []
+    arrived = asyncio.Event()
+
+    def on_message(raw: bytes) -> None:
+        received.append(raw)
+        if sum(isinstance(item, bytes) for item in received) >= count:
+            arrived.set()
+
+    connection.start_reading(on_message)
     async with asyncio.timeout(2):
-        async for batch in connection.batches():
-            batches.append(batch)
-            if sum(map(len, batches)) >= count:
-                return batches
-    raise AssertionError("batches() ended")
+        await arrived.wait()
+    return received
 
 
 # Receiving
 
 
-async def test_batches_yield_every_message_in_order(
+async def test_every_message_is_read_in_order(
     mongrel2: Mongrel2Side, conn: Mongrel2Connection
 ) -> None:
     messages = [fixtures.with_conn_id(fixtures.GET_QUERY, n) for n in range(1, 51)]
     for raw in messages:
         await mongrel2.push.send(raw)
-    batches = await collect(conn, len(messages))
-    assert [raw for batch in batches for raw in batch] == messages
+    assert await collect(conn, len(messages)) == messages
 
 
-async def test_a_batch_holds_at_most_max_batch_messages(mongrel2: Mongrel2Side) -> None:
+async def test_a_wakeup_reads_at_most_max_batch_then_lets_others_run(
+    mongrel2: Mongrel2Side,
+) -> None:
     connection = mongrel2.connection(max_batch=3)
     connection.open()
+    received: list[Any] = []
+    done = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_message(raw: bytes) -> None:
+        if not received:  # runs as soon as the loop gets a turn: after this wakeup's batch
+            loop.call_soon(received.append, "other callback")
+        received.append(raw)
+        if raw == b"9":
+            done.set()
+
     try:
         for n in range(10):
             await mongrel2.push.send(b"%d" % n)
         await asyncio.sleep(0.05)  # let all ten reach the PULL socket first
-        batches = await collect(connection, 10)
+        connection.start_reading(on_message)
+        async with asyncio.timeout(2):
+            await done.wait()
     finally:
         await connection.close()
-    sizes = [len(batch) for batch in batches]
-    assert max(sizes) == 3, sizes
-    assert [raw for batch in batches for raw in batch] == [b"%d" % n for n in range(10)]
+    assert received[:4] == [b"0", b"1", b"2", "other callback"]
+    assert [r for r in received if isinstance(r, bytes)] == [b"%d" % n for n in range(10)]
+
+
+async def test_paused_reading_leaves_messages_queued_until_resumed(
+    mongrel2: Mongrel2Side, conn: Mongrel2Connection
+) -> None:
+    received: list[bytes] = []
+
+    def on_message(raw: bytes) -> None:
+        received.append(raw)
+        if len(received) == 2:
+            conn.pause_reading()
+
+    for n in range(6):
+        await mongrel2.push.send(b"%d" % n)
+    conn.start_reading(on_message)
+    await asyncio.sleep(0.2)
+    assert received == [b"0", b"1"]  # paused inside a wakeup: the rest stayed in ZeroMQ
+    await mongrel2.push.send(b"6")
+    await asyncio.sleep(0.1)
+    assert received == [b"0", b"1"]
+    conn.resume_reading()
+    async with asyncio.timeout(2):
+        while len(received) < 7:
+            await asyncio.sleep(0.01)
+    assert received == [b"%d" % n for n in range(7)]
+
+
+async def test_a_failing_callback_is_logged_and_reading_goes_on(
+    mongrel2: Mongrel2Side, conn: Mongrel2Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    received: list[bytes] = []
+
+    def on_message(raw: bytes) -> None:
+        received.append(raw)
+        if raw == b"bad":
+            raise ValueError("boom")
+
+    for raw in (b"one", b"bad", b"two"):
+        await mongrel2.push.send(raw)
+    conn.start_reading(on_message)
+    async with asyncio.timeout(2):
+        while len(received) < 3:
+            await asyncio.sleep(0.01)
+    assert received == [b"one", b"bad", b"two"]
+    assert "handling it failed" in caplog.text
 
 
 # Sending
@@ -353,12 +418,12 @@ async def test_over_tcp_loopback(new_mongrel2: Callable[..., Mongrel2Side]) -> N
     connection.open()
     try:
         await mongrel2.push.send(fixtures.POST_FORM)
-        (batch,) = await collect(connection, 1)
+        received = await collect(connection, 1)
         connection.send(fixtures.SENDER, 2, b"HTTP/1.1 204 No Content\r\n\r\n")
         reply = await mongrel2.replies(1)
     finally:
         await connection.close()
-    assert batch == [fixtures.POST_FORM]
+    assert received == [fixtures.POST_FORM]
     assert reply == [fixtures.SENDER + b" 1:2, HTTP/1.1 204 No Content\r\n\r\n"]
 
 
