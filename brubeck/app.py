@@ -25,6 +25,7 @@ from typing import Any
 
 from .access import AccessHook, access_hook
 from .connection import Mongrel2Connection
+from .eager import never_suspends, run_to_end
 from .errors import HTTPError
 from .handlers import MessageHandler, WebMessageHandler, as_response
 from .inflight import InFlight
@@ -229,6 +230,8 @@ class Brubeck:
             else:
                 handler = None
                 result = target(self, request, *args, **kwargs)
+                if never_suspends(result):
+                    result = run_to_end(result)
         except Exception as exc:
             self._deliver(request, self.error_response(request, exc))
             return

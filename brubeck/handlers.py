@@ -17,6 +17,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from .cookies import format_set_cookie
+from .eager import never_suspends, run_to_end
 from .errors import HTTPError
 from .multipart import UploadedFile
 from .request import Request
@@ -73,17 +74,21 @@ class MessageHandler:
     #: ``request_timeout`` setting (300 by default).
     timeout: float | None = None
 
+    # Response state a handler starts with; set on the instance once it changes. Class-level
+    # defaults keep construction (once per request) down to the attributes that must be new.
+    _status = 200
+    _reason: str | None = None
+    _content_type: str | None = None
+    _finished = False
+    _stream: ResponseStream | None = None
+
     def __init__(self, application: Brubeck, message: Request, **kwargs: Any) -> None:
         self.application = application
         self.message = message
-        self._status = 200
-        self._reason: str | None = None
         self._headers: list[tuple[str, str]] = []  # all but Content-Type
-        self._content_type: str | None = None
         self._body: list[bytes] = []
-        self._finished = False
-        self._stream: ResponseStream | None = None
-        self.initialize(**kwargs)
+        if kwargs or type(self).initialize is not _BASE_INITIALIZE:
+            self.initialize(**kwargs)
 
     # Hooks
 
@@ -387,14 +392,26 @@ class MessageHandler:
         try:
             if self.application.xsrf_cookies and self.message.method in _UNSAFE_METHODS:
                 self.check_xsrf_cookie()
-            prepared = self.prepare()
-            if prepared is not None and hasattr(prepared, "__await__"):
-                return self._execute_async(prepared, args, kwargs)
+            if type(self).prepare is not _BASE_PREPARE:  # the base one does nothing
+                prepared = self.prepare()
+                if prepared is not None and hasattr(prepared, "__await__"):
+                    if not never_suspends(prepared):
+                        return self._execute_async(prepared, args, kwargs)
+                    run_to_end(prepared)
             if self._finished:
                 return self.render()
-            result = self._verb()(*args, **kwargs)
+            name = _VERB_NAMES.get(self.message.method)
+            verb = getattr(self, name, None) if name is not None else None
+            if verb is None:
+                verb = self._verb()
+            result = verb(*args, **kwargs)
+            if type(result) is Response:
+                self._finished = True
+                return result
             if result is not None and hasattr(result, "__await__"):
-                return self._finish_async(result)
+                if not never_suspends(result):
+                    return self._finish_async(result)
+                result = run_to_end(result)
             return self._complete(result)
         except Exception as exc:
             return self.handle_exception(exc)
@@ -524,6 +541,10 @@ class MessageHandler:
         except Exception:
             log.exception("write_error of %s failed; answering a bare 500", type(self).__name__)
             return Response(b"500 Internal Server Error\n", 500, content_type="text/plain")
+
+
+_BASE_INITIALIZE = MessageHandler.initialize
+_BASE_PREPARE = MessageHandler.prepare
 
 
 class WebMessageHandler(MessageHandler):
