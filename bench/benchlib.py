@@ -1,4 +1,5 @@
-"""What the benchmark scripts share: the cases, the handler commands, and child processes.
+"""What the benchmark scripts share: the cases, the handler commands, child processes, and the
+options and JSON output they have in common.
 
 Every child is started in its own session (a terminal's Ctrl-C reaches only the script, which
 then stops its children) and stopped by pid: SIGTERM, then SIGKILL if it lingers.
@@ -6,7 +7,9 @@ then stops its children) and stopped by pid: SIGTERM, then SIGKILL if it lingers
 
 from __future__ import annotations
 
+import argparse
 import functools
+import json
 import os
 import platform
 import shlex
@@ -75,8 +78,21 @@ CASES = {
 }
 
 
-def add_wrk_options(parser: Any) -> None:
-    """The wrk options every wrk-driven benchmark takes, with the same defaults."""
+def script_parser(doc: str | None) -> argparse.ArgumentParser:
+    """A script's parser: its module docstring, line breaks kept, is the ``--help`` text."""
+    return argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+
+
+def add_json_option(parser: argparse.ArgumentParser) -> None:
+    """``--json FILE``; each script adds it after its own options, so it ends the usage line."""
+    parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
+
+
+def add_wrk_options(parser: argparse.ArgumentParser, repeat: str) -> None:
+    """The wrk options every wrk-driven benchmark takes, with the same defaults, then
+    ``--repeat`` (its help: ``repeat``), which ``check_wrk_options`` checks with them."""
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run (10)")
     parser.add_argument("--warmup", type=int, default=1, help="seconds of wrk warm-up (1)")
     parser.add_argument(
@@ -86,6 +102,15 @@ def add_wrk_options(parser: Any) -> None:
         help="comma-separated wrk connection counts (50,100)",
     )
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (1)")
+    parser.add_argument("--repeat", type=int, default=1, help=repeat)
+
+
+def check_wrk_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Exit with a usage error, before any child starts, when the wrk options cannot run."""
+    if min(args.duration, args.threads, args.repeat) < 1 or args.warmup < 0:
+        parser.error("--duration, --threads and --repeat must be >= 1, --warmup >= 0")
+    if not args.connections or min(args.connections) < args.threads:
+        parser.error("--connections must be a list of counts >= --threads")
 
 
 def parse_cases(text: str) -> list[Case]:
@@ -194,6 +219,23 @@ def _version(argv: list[str]) -> str:
         return "unknown"
     text = (out.stdout or out.stderr).strip().splitlines()
     return text[0] if text else "unknown"
+
+
+def stopped_by(exc: BaseException) -> int:
+    """Say on stderr why a run ended early (its children are stopped by then); the exit status:
+    130 after Ctrl-C or SIGTERM, as a shell reports an interrupt, else 1."""
+    if isinstance(exc, KeyboardInterrupt):
+        print("interrupted; children stopped", file=sys.stderr)
+        return 130
+    print(f"error: {exc}", file=sys.stderr)
+    return 1
+
+
+def write_json(path: Path, meta: dict[str, Any], **sections: Any) -> None:
+    """Save ``{"meta": {**meta, **machine()}, **sections}``: a figure means little without the
+    machine it was measured on."""
+    payload = {"meta": {**meta, **machine()}, **sections}
+    path.write_text(json.dumps(payload, indent=2) + "\n")
 
 
 def machine() -> dict[str, object]:

@@ -18,13 +18,11 @@ generator is Python too and shares the cores, so compare ratios measured in one 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import tnetstring
 import zmq
@@ -33,14 +31,17 @@ from benchlib import (
     APP_CMD,
     BARE_CMD,
     Case,
+    add_json_option,
     cpu_seconds,
     free_port,
     handler_argv,
-    machine,
     parse_cases,
+    script_parser,
     start,
     stop,
+    stopped_by,
     stops_on_sigterm,
+    write_json,
 )
 
 DEFAULT_CASES = "hello-text,json,param,param-varied,async-json"
@@ -249,16 +250,14 @@ def print_table(results: list[Result]) -> list[dict[str, object]]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = script_parser(__doc__)
     parser.add_argument("--requests", type=int, default=200_000, help="per run (200000)")
     parser.add_argument("--window", type=int, default=1000, help="requests outstanding (1000)")
     parser.add_argument(
         "--cases", default=DEFAULT_CASES, help=f"comma-separated, or 'all' ({DEFAULT_CASES})"
     )
     parser.add_argument("--repeat", type=int, default=1, help="runs per handler, median kept (1)")
-    parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    add_json_option(parser)
     args = parser.parse_args(argv)
     if min(args.requests, args.window, args.repeat) < 1:
         parser.error("--requests, --window and --repeat must be >= 1")
@@ -287,22 +286,17 @@ def main(argv: list[str] | None = None) -> int:
                     )
                     runs[name].append(run)
             results += [median(r) for r in runs.values()]
-    except KeyboardInterrupt:
-        print("interrupted; children stopped", file=sys.stderr)
-        return 130
-    except HandlerGone as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    except (KeyboardInterrupt, HandlerGone) as exc:
+        return stopped_by(exc)
     rows = print_table(results)
     if args.json:
-        meta = {"requests": args.requests, "window": args.window, "repeat": args.repeat}
-        payload = {
-            "meta": {**meta, **machine()},
-            "results": [asdict(r) for r in results],
-            "ratios": rows,
-            "median_cpu_ratio": statistics.median(r["cpu_ratio"] for r in rows),  # type: ignore[misc]
-        }
-        args.json.write_text(json.dumps(payload, indent=2) + "\n")
+        write_json(
+            args.json,
+            {"requests": args.requests, "window": args.window, "repeat": args.repeat},
+            results=[asdict(r) for r in results],
+            ratios=rows,
+            median_cpu_ratio=statistics.median(r["cpu_ratio"] for r in rows),  # type: ignore[misc]
+        )
     return 0
 
 

@@ -16,7 +16,6 @@ Only 127.0.0.1 is used. Every child is stopped by pid when the run ends, fails o
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import subprocess
@@ -33,14 +32,18 @@ from benchlib import (
     BARE_CMD,
     HELLO_APP,
     Case,
+    add_json_option,
     add_wrk_options,
+    check_wrk_options,
     handler_argv,
-    machine,
     parse_cases,
+    script_parser,
     start,
     stop,
+    stopped_by,
     stops_on_sigterm,
     tail,
+    write_json,
 )
 
 from brubeck.mongrel2 import Mongrel2Config, Mongrel2Process
@@ -268,13 +271,8 @@ def print_table(rows: list[dict[str, object]], results: list[Result]) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    add_wrk_options(parser)
-    parser.add_argument(
-        "--repeat", type=int, default=1, help="runs per configuration, median reported (1)"
-    )
+    parser = script_parser(__doc__)
+    add_wrk_options(parser, repeat="runs per configuration, median reported (1)")
     logs = parser.add_mutually_exclusive_group()
     logs.add_argument("--access-log", choices=["on", "off", "both"], default="both")
     logs.add_argument(
@@ -288,12 +286,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--app", default=HELLO_APP, help=f"app for --path ({HELLO_APP})")
     parser.add_argument("--app-cmd", default=APP_CMD, help=f"Brubeck command ({APP_CMD!r})")
     parser.add_argument("--bare-cmd", default=BARE_CMD, help=f"baseline command ({BARE_CMD!r})")
-    parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    add_json_option(parser)
     args = parser.parse_args(argv)
-    if min(args.duration, args.threads, args.repeat) < 1 or args.warmup < 0:
-        parser.error("--duration, --threads and --repeat must be >= 1, --warmup >= 0")
-    if not args.connections or min(args.connections) < args.threads:
-        parser.error("--connections must be a list of counts >= --threads")
+    check_wrk_options(parser, args)
     if args.path is not None:
         if not args.path.startswith("/"):
             parser.error("--path must start with '/'")
@@ -360,12 +355,8 @@ def main(argv: list[str] | None = None) -> int:
         for access_log in modes:
             with tempfile.TemporaryDirectory(prefix="brubeck-bench-") as tmp:
                 results += run_mode(access_log, args, Path(tmp))
-    except KeyboardInterrupt:
-        print("interrupted; children stopped", file=sys.stderr)
-        return 130
-    except (BenchError, RuntimeError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    except (KeyboardInterrupt, BenchError, RuntimeError, OSError) as exc:
+        return stopped_by(exc)
     rows = compare(results)
     print_table(rows, results)
     if args.json:
@@ -377,10 +368,8 @@ def main(argv: list[str] | None = None) -> int:
             "cases": [asdict(c) for c in args.cases],
             "app_cmd": args.app_cmd,
             "bare_cmd": args.bare_cmd,
-            **machine(),
         }
-        payload = {"meta": meta, "results": [asdict(r) for r in results], "ratios": rows}
-        args.json.write_text(json.dumps(payload, indent=2) + "\n")
+        write_json(args.json, meta, results=[asdict(r) for r in results], ratios=rows)
     return 0
 
 

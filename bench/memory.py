@@ -15,21 +15,22 @@ target is at most 10%.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-from pathlib import Path
 
 from benchlib import (
     APP_CMD,
     BARE_CMD,
     HELLO_APP,
+    add_json_option,
     handler_argv,
-    machine,
     rss_kib,
+    script_parser,
     start,
     stop,
+    stopped_by,
     stops_on_sigterm,
+    write_json,
 )
 from capacity import Driver, HandlerGone, disconnect_bytes, request_bytes
 
@@ -113,9 +114,7 @@ def report(readings: list[tuple[int, int]], args: argparse.Namespace) -> float:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = script_parser(__doc__)
     parser.add_argument("--requests", type=int, default=1_000_000, help="in all (1000000)")
     parser.add_argument("--baseline", type=int, default=10_000, help="first reading (10000)")
     parser.add_argument("--samples", type=int, default=5, help="readings after the first (5)")
@@ -130,7 +129,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--per-connection", type=int, default=100, help="requests per conn (100)")
     parser.add_argument("--window", type=int, default=1000, help="requests outstanding (1000)")
-    parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    add_json_option(parser)
     args = parser.parse_args(argv)
     if min(args.baseline, args.samples, args.per_connection, args.window) < 1:
         parser.error("--baseline, --samples, --per-connection and --window must be >= 1")
@@ -146,20 +145,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         readings = run(args)
-    except KeyboardInterrupt:
-        print("interrupted; children stopped", file=sys.stderr)
-        return 130
-    except HandlerGone as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    except (KeyboardInterrupt, HandlerGone) as exc:
+        return stopped_by(exc)
     growth = report(readings, args)
     if args.json:
-        payload = {
-            "meta": {**vars(args), "json": str(args.json), **machine()},
-            "readings": [{"requests": n, "rss_kib": rss} for n, rss in readings],
-            "growth_pct": round(growth, 2),
-        }
-        args.json.write_text(json.dumps(payload, indent=2) + "\n")
+        write_json(
+            args.json,
+            {**vars(args), "json": str(args.json)},
+            readings=[{"requests": n, "rss_kib": rss} for n, rss in readings],
+            growth_pct=round(growth, 2),
+        )
     return 0
 
 

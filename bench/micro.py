@@ -20,9 +20,8 @@ import sys
 import time
 import timeit
 from collections.abc import Callable
-from pathlib import Path
 
-from benchlib import BENCH_APP, HELLO_APP, REPO
+from benchlib import BENCH_APP, HELLO_APP, REPO, add_json_option, script_parser
 from capacity import request_bytes
 
 from brubeck import Mongrel2Connection, Request, Response, Router
@@ -154,13 +153,11 @@ def time_async(target: str, raw: bytes, number: int, repeat: int, batch: int = 1
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = script_parser(__doc__)
     parser.add_argument("--number", type=int, default=5_000, help="calls per timing (5000)")
     parser.add_argument("--repeat", type=int, default=5, help="timings per function (5)")
     parser.add_argument("--filter", default="", help="only names containing this text")
-    parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    add_json_option(parser)
     args = parser.parse_args(argv)
     if min(args.number, args.repeat) < 1:
         parser.error("--number and --repeat must be >= 1")

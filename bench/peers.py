@@ -16,7 +16,6 @@ taken moments apart on the same machine.
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
@@ -29,14 +28,18 @@ from benchlib import (
     BENCH_APP,
     CASES,
     REPO,
+    add_json_option,
     add_wrk_options,
+    check_wrk_options,
     free_port,
     handler_argv,
-    machine,
+    script_parser,
     start,
     stop,
+    stopped_by,
     stops_on_sigterm,
     tail,
+    write_json,
 )
 from e2e import BenchError, Result, Stack, load, median_run, wait_for_handler
 
@@ -149,21 +152,15 @@ def report(results: list[Result], args: argparse.Namespace) -> list[dict[str, ob
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    add_wrk_options(parser)
-    parser.add_argument("--repeat", type=int, default=1, help="runs per server, median kept (1)")
+    parser = script_parser(__doc__)
+    add_wrk_options(parser, repeat="runs per server, median kept (1)")
     parser.add_argument("--access-log", choices=["on", "off"], default="off", help="Mongrel2's")
     parser.add_argument("--peer-loop", choices=["asyncio", "uvloop"], default="asyncio")
     parser.add_argument("--no-bare", action="store_true", help="skip the bare reference")
     parser.add_argument("--setup-only", action="store_true", help="create the venv, then exit")
-    parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    add_json_option(parser)
     args = parser.parse_args(argv)
-    if min(args.duration, args.threads, args.repeat) < 1 or args.warmup < 0:
-        parser.error("--duration, --threads and --repeat must be >= 1, --warmup >= 0")
-    if not args.connections or min(args.connections) < args.threads:
-        parser.error("--connections must be a list of counts >= --threads")
+    check_wrk_options(parser, args)
     return args
 
 
@@ -201,12 +198,8 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 for _, server in found:
                     server.stop()  # type: ignore[attr-defined]
-    except KeyboardInterrupt:
-        print("interrupted; children stopped", file=sys.stderr)
-        return 130
-    except (BenchError, RuntimeError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    except (KeyboardInterrupt, BenchError, RuntimeError, OSError) as exc:
+        return stopped_by(exc)
     rows = report(results, args)
     if args.json:
         meta = {
@@ -214,10 +207,8 @@ def main(argv: list[str] | None = None) -> int:
             "repeat": args.repeat,
             "access_log": args.access_log,
             "peer_loop": args.peer_loop,
-            **machine(),
         }
-        payload = {"meta": meta, "results": [asdict(r) for r in results], "ratios": rows}
-        args.json.write_text(json.dumps(payload, indent=2) + "\n")
+        write_json(args.json, meta, results=[asdict(r) for r in results], ratios=rows)
     return 0
 
 

@@ -211,3 +211,12 @@ async def test_a_foreign_producer_may_send_one_untagged_frame(queue, running):
 async def test_wait_for_workers_times_out_clearly(queue):
     with pytest.raises(ServiceUnavailable, match="0 of 2 job workers connected"):
         await queue.wait_for_workers(2, timeout=0.1)
+
+
+async def test_a_taken_or_unusable_address_says_whose_and_which(queue):
+    with pytest.raises(OSError, match=f"the job queue cannot bind {queue.address}") as taken:
+        JobQueue(queue.address).open()
+    assert taken.value.errno == zmq.EADDRINUSE
+    worker = JobWorker("nowhere://x", lambda payload: None)
+    with pytest.raises(OSError, match="the job worker cannot connect to nowhere://x"):
+        await worker.serve()

@@ -34,7 +34,7 @@ import zmq.asyncio
 
 from . import mdp
 from .running import run_until_signal
-from .sockets import LoopSocket
+from .sockets import LoopSocket, bind_or_connect
 
 log = logging.getLogger("brubeck.services.broker")
 
@@ -136,16 +136,15 @@ class Broker:
         deadline = loop.time() + 1.0
         while True:
             try:
-                sock.bind(self.address)
+                self.address = bind_or_connect(sock, self.address, bind=True, owner="the broker")
                 break
-            except zmq.ZMQError as exc:
+            except OSError as exc:
                 # A broker stopped a moment ago frees its port in ZeroMQ's I/O thread, soon.
                 if exc.errno == zmq.EADDRINUSE and loop.time() < deadline:
                     await asyncio.sleep(0.02)
                     continue
                 sock.close()
-                raise OSError(exc.errno, f"the broker cannot bind {self.address}: {exc}") from None
-        self.address = sock.get_string(zmq.LAST_ENDPOINT)
+                raise
         self._socket = sock
         self._loop_time = loop.time
         self._wire = LoopSocket(sock, self._on_message, self.max_batch)

@@ -27,6 +27,7 @@ from zmq.utils.monitor import parse_monitor_message
 from .errors import PayloadError, ServiceUnavailable
 from .payload import decode, encode
 from .running import Handler, call_handler, run_until_signal
+from .sockets import bind_or_connect
 
 log = logging.getLogger("brubeck.services.jobs")
 
@@ -84,17 +85,14 @@ class JobQueue:
             | zmq.EVENT_DISCONNECTED
         )
         try:
-            if self.bind:
-                sock.bind(self.address)
-                self.address = sock.get_string(zmq.LAST_ENDPOINT)
-            else:
-                sock.connect(self.address)
-        except zmq.ZMQError as exc:
+            self.address = bind_or_connect(
+                sock, self.address, bind=self.bind, owner="the job queue"
+            )
+        except OSError:
             sock.disable_monitor()
             monitor.close(linger=0)
             sock.close(linger=0)
-            verb = "bind" if self.bind else "connect to"
-            raise OSError(exc.errno, f"the job queue cannot {verb} {self.address}: {exc}") from None
+            raise
         self._socket, self._monitor = sock, monitor
         self._peers_changed = asyncio.Event()
         self._watcher = asyncio.get_running_loop().create_task(self._watch(monitor))
@@ -258,14 +256,12 @@ class JobWorker:
         # Take few jobs ahead: the rest stay at the producer for workers with room.
         sock.setsockopt(zmq.RCVHWM, self.concurrency)
         try:
-            if self.bind:
-                sock.bind(self.address)
-                self.address = sock.get_string(zmq.LAST_ENDPOINT)
-            else:
-                sock.connect(self.address)
-        except zmq.ZMQError as exc:
+            self.address = bind_or_connect(
+                sock, self.address, bind=self.bind, owner="the job worker"
+            )
+        except OSError:
             sock.close()
-            raise OSError(exc.errno, f"the job worker cannot use {self.address}: {exc}") from None
+            raise
         self._bound.set()
         loop = asyncio.get_running_loop()
         lanes = [loop.create_task(self._lane(sock)) for _ in range(self.concurrency)]

@@ -1,5 +1,8 @@
 """A ZeroMQ socket driven by the event loop: raw sends, and a callback per message received.
 
+Also ``bind_or_connect``: the broker, the job queue and the job worker get their endpoint
+through it, so that all of them report a taken or unusable address alike.
+
 Rules of this module:
 - no future per message: the socket's file descriptor wakes a callback that drains every
   waiting message (up to ``max_batch``, then it yields and goes on); sends are synchronous,
@@ -31,6 +34,24 @@ _NOW = int(zmq.NOBLOCK)
 _RCVMORE = int(zmq.RCVMORE)
 _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
+
+
+def bind_or_connect(sock: zmq.Socket, address: str, *, bind: bool, owner: str) -> str:
+    """Bind or connect ``sock``; return the endpoint it got (a bound ``*`` port made concrete).
+
+    ZeroMQ's own error names neither the address nor who wanted it, so a failure becomes an
+    ``OSError`` that says both (``"{owner} cannot bind {address}: ..."``) and keeps the errno,
+    for a caller that retries on ``EADDRINUSE``. Closing the socket is left to the caller.
+    """
+    try:
+        if not bind:
+            sock.connect(address)
+            return address
+        sock.bind(address)
+    except zmq.ZMQError as exc:
+        verb = "bind" if bind else "connect to"
+        raise OSError(exc.errno, f"{owner} cannot {verb} {address}: {exc}") from None
+    return sock.get_string(zmq.LAST_ENDPOINT)
 
 
 def send_frames(sock: zmq.Socket, frames: Sequence[bytes]) -> bool:
