@@ -236,7 +236,10 @@ class Brubeck:
             self._deliver(request, self.error_response(request, exc))
             return
         if isinstance(result, Response):
-            self._deliver(request, result)
+            if self._waiting and request.conn_id in self._waiting:
+                self._deliver(request, result)
+            else:
+                self.respond(request, result)
             if handler is not None and route.finishes:
                 self._on_finish(handler)
         elif handler is not None or inspect.isawaitable(result):
@@ -366,7 +369,11 @@ class Brubeck:
             if request.upload is not None:
                 request.upload.discard()
             return
-        connection, close = _connection_policy(request)
+        headers = request.message.headers
+        if b"connection" not in headers and headers.get(b"VERSION") == b"HTTP/1.1":
+            connection, close = None, False  # the common case, without a call
+        else:
+            connection, close = _connection_policy(request)
         try:
             data = encode_response(
                 response.status,

@@ -27,6 +27,7 @@ from .response import (
     JSON_CONTENT_TYPE,
     Response,
     check_header,
+    json_bytes,
     reason_phrase,
     to_body_bytes,
 )
@@ -555,17 +556,17 @@ class JSONMessageHandler(MessageHandler):
     """A handler for JSON APIs: ``add_to_payload`` builds the body, errors are JSON too."""
 
     content_type = JSON_CONTENT_TYPE
-
-    def __init__(self, application: Brubeck, message: Request, **kwargs: Any) -> None:
-        self._payload: dict[str, Any] = {}
-        super().__init__(application, message, **kwargs)
+    _payload: dict[str, Any] | None = None  # made by the first add_to_payload
 
     def add_to_payload(self, key: str, value: Any) -> None:
-        self._payload[key] = value
+        payload = self._payload
+        if payload is None:
+            payload = self._payload = {}
+        payload[key] = value
 
     def render(self, status_code: int | None = None, **kwargs: Any) -> Response:
         if self._payload and not self._body:
-            self._body = [to_body_bytes(self._payload)]
+            self._body = [json_bytes(self._payload)]
         return super().render(status_code, **kwargs)
 
     def write_error(

@@ -69,17 +69,27 @@ _date = _DateCache()
 
 
 def to_body_bytes(body: bytes | str | dict | list | None) -> bytes:
+    kind = type(body)  # exact types first: one compare each on the hot path
+    if kind is bytes:
+        return body  # type: ignore[return-value]
+    if kind is str:
+        return body.encode()  # type: ignore[union-attr]
+    if kind is dict or kind is list:
+        return json_bytes(body)  # type: ignore[arg-type]
     if body is None:
         return b""
-    if isinstance(body, bytes):
-        return body
-    if isinstance(body, str):
-        return body.encode("utf-8")
-    if isinstance(body, (bytearray, memoryview)):
+    if isinstance(body, (bytes, bytearray, memoryview)):
         return bytes(body)
+    if isinstance(body, str):
+        return body.encode()
     if isinstance(body, (dict, list)):
-        return ujson.dumps(body, ensure_ascii=False, escape_forward_slashes=False).encode("utf-8")
+        return json_bytes(body)
     raise TypeError(f"a response body must be bytes, str, dict or list, not {type(body).__name__}")
+
+
+def json_bytes(value: dict | list) -> bytes:
+    """JSON as UTF-8, non-ASCII kept as is and ``/`` unescaped (both legal, both shorter)."""
+    return ujson.dumps(value, ensure_ascii=False, escape_forward_slashes=False).encode()
 
 
 class Response:
