@@ -25,7 +25,7 @@ from typing import Any
 
 from .access import AccessHook, access_hook
 from .connection import Mongrel2Connection
-from .eager import never_suspends, run_to_end
+from .eager import SUSPENDS, value_now
 from .errors import HTTPError
 from .handlers import MessageHandler, WebMessageHandler, as_response
 from .inflight import InFlight
@@ -230,8 +230,10 @@ class Brubeck:
             else:
                 handler = None
                 result = target(self, request, *args, **kwargs)
-                if never_suspends(result):
-                    result = run_to_end(result)
+                if result is not None:
+                    value = value_now(result)
+                    if value is not SUSPENDS:
+                        result = value
         except Exception as exc:
             self._deliver(request, self.error_response(request, exc))
             return

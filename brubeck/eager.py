@@ -20,26 +20,40 @@ from typing import Any
 _cannot_suspend: dict[CodeType, bool] = {}
 
 
+#: What ``value_now`` returns for an awaitable that may suspend (and was left untouched).
+SUSPENDS: Any = object()
+
+
 def never_suspends(coro: Any) -> bool:
     """Whether ``coro`` is a native coroutine whose code has no instruction that yields."""
     if type(coro) is not CoroutineType:
         return False
-    code = coro.cr_code
-    known = _cannot_suspend.get(code)
+    known = _cannot_suspend.get(coro.cr_code)
+    return _learn(coro.cr_code) if known is None else known
+
+
+def value_now(awaitable: Any) -> Any:
+    """The awaitable's value if it ``never_suspends`` (run now; its error is raised), else
+    ``SUSPENDS``, leaving it unstarted for a task to run."""
+    if type(awaitable) is not CoroutineType:
+        return SUSPENDS
+    known = _cannot_suspend.get(awaitable.cr_code)
     if known is None:
-        if len(_cannot_suspend) >= 10_000:  # code made at run time (exec): stay bounded
-            _cannot_suspend.clear()
-        known = _cannot_suspend[code] = not any(
-            "YIELD" in ins.opname or ins.opname == "SEND" for ins in dis.get_instructions(code)
-        )
-    return known
-
-
-def run_to_end(coro: Any) -> Any:
-    """Run a coroutine that ``never_suspends`` and return its value (or raise its error)."""
+        known = _learn(awaitable.cr_code)
+    if not known:
+        return SUSPENDS
     try:
-        coro.send(None)
+        awaitable.send(None)
     except StopIteration as done:
         return done.value
-    coro.close()
-    raise RuntimeError(f"{coro.__qualname__} suspended although its code cannot yield")
+    awaitable.close()
+    raise RuntimeError(f"{awaitable.__qualname__} suspended although its code cannot yield")
+
+
+def _learn(code: CodeType) -> bool:
+    if len(_cannot_suspend) >= 10_000:  # code made at run time (exec): stay bounded
+        _cannot_suspend.clear()
+    known = _cannot_suspend[code] = not any(
+        "YIELD" in ins.opname or ins.opname == "SEND" for ins in dis.get_instructions(code)
+    )
+    return known

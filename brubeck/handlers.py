@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from .cookies import format_set_cookie
-from .eager import never_suspends, run_to_end
+from .eager import SUSPENDS, value_now
 from .errors import HTTPError
 from .multipart import UploadedFile
 from .request import Request
@@ -395,10 +395,12 @@ class MessageHandler:
                 self.check_xsrf_cookie()
             if type(self).prepare is not _BASE_PREPARE:  # the base one does nothing
                 prepared = self.prepare()
-                if prepared is not None and hasattr(prepared, "__await__"):
-                    if not never_suspends(prepared):
-                        return self._execute_async(prepared, args, kwargs)
-                    run_to_end(prepared)
+                if (
+                    prepared is not None
+                    and value_now(prepared) is SUSPENDS
+                    and hasattr(prepared, "__await__")
+                ):
+                    return self._execute_async(prepared, args, kwargs)
             if self._finished:
                 return self.render()
             name = _VERB_NAMES.get(self.message.method)
@@ -409,10 +411,12 @@ class MessageHandler:
             if type(result) is Response:
                 self._finished = True
                 return result
-            if result is not None and hasattr(result, "__await__"):
-                if not never_suspends(result):
+            if result is not None:
+                value = value_now(result)
+                if value is not SUSPENDS:
+                    result = value
+                elif hasattr(result, "__await__"):
                     return self._finish_async(result)
-                result = run_to_end(result)
             return self._complete(result)
         except Exception as exc:
             return self.handle_exception(exc)

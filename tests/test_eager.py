@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 from typing import Any
 
 import pytest
 
 from brubeck import Brubeck, JSONMessageHandler, WebMessageHandler
-from brubeck.eager import never_suspends, run_to_end
+from brubeck.eager import SUSPENDS, never_suspends, value_now
 from brubeck.request import Request
 from brubeck.testing import TestClient
 
@@ -89,10 +90,18 @@ def test_only_native_coroutines_qualify() -> None:
     future.get_loop().close()
 
 
-def test_run_to_end_returns_the_value_or_raises_the_error() -> None:
-    assert run_to_end(plain()) == 3 + 2
+def test_value_now_returns_the_value_or_raises_the_error() -> None:
+    assert value_now(plain()) == 3 + 2
     with pytest.raises(ValueError, match="from inside"):
-        run_to_end(raises())
+        value_now(raises())
+
+
+def test_value_now_leaves_what_may_suspend_unstarted() -> None:
+    coro = awaits()
+    assert value_now(coro) is SUSPENDS
+    assert inspect.getcoroutinestate(coro) == inspect.CORO_CREATED
+    coro.close()
+    assert value_now("not awaitable") is SUSPENDS
 
 
 class NoAwait(JSONMessageHandler):
