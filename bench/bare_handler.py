@@ -26,6 +26,7 @@ FIXED = {
     b"/async/text": (TEXT_TYPE, b"Hello, World!"),
     b"/json": (JSON_TYPE, b'{"message":"Hello, World!"}'),
     b"/async/json": (JSON_TYPE, b'{"message":"Hello, World!"}'),
+    b"/await/json": (JSON_TYPE, b'{"message":"Hello, World!"}'),
 }
 #: Paths ending in an id, answered {"user":"<id>"} like the apps' UserHandler.
 USER_PREFIXES = (b"/user/", b"/async/user/")

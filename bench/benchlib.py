@@ -74,6 +74,7 @@ CASES = {
         Case("async-text", BENCH_APP, "/async/text", "text, async"),
         Case("async-json", BENCH_APP, "/async/json", "JSON, async"),
         Case("async-param", BENCH_APP, "/async/user/42", "JSON + path param, async"),
+        Case("await-json", BENCH_APP, "/await/json", "JSON, async def that awaits: a task"),
     ]
 }
 

@@ -115,6 +115,7 @@ def async_cases() -> list[tuple[str, str, bytes]]:
     return [
         ("handle_message: hello /user/<id> (async)", HELLO_APP, request_bytes(b"/user/42", 7)),
         ("handle_message: bench /async/json (async)", BENCH_APP, request_bytes(b"/async/json", 7)),
+        ("handle_message: bench /await/json (task)", BENCH_APP, request_bytes(b"/await/json", 7)),
     ]
 
 

@@ -18,9 +18,10 @@ import os
 import signal
 from collections import deque
 from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 from time import perf_counter
-from types import SimpleNamespace
+from types import CoroutineType, SimpleNamespace
 from typing import Any
 
 from .access import AccessHook, access_hook
@@ -245,11 +246,7 @@ class Brubeck:
             if handler is not None and route.finishes:
                 self._on_finish(handler)
         elif handler is not None or inspect.isawaitable(result):
-            slot = self._reserve(request)
-            task = self._spawn(self._respond_later(slot, result, handler))
-            now = task.get_loop().time()
-            timeout = getattr(handler, "timeout", None) or self.request_timeout
-            self._inflight.add(task, request, handler, now, now + timeout)
+            self._start_task(request, result, handler)
         else:
             self._deliver(request, self._function_response(request, result))
 
@@ -308,37 +305,53 @@ class Brubeck:
         except Exception as exc:
             return self.error_response(request, exc)
 
-    async def _respond_later(
-        self, slot: list[Any], pending: Any, handler: MessageHandler | None
+    # A handler that awaits runs as a task; its answer is sent by the task's done callback,
+    # so the task runs the handler's own coroutine and no wrapper around it.
+
+    def _start_task(self, request: Request, pending: Any, handler: MessageHandler | None) -> None:
+        slot = self._reserve(request)
+        if type(pending) is not CoroutineType:
+            pending = _awaited(pending)
+        loop = asyncio.get_running_loop()
+        if loop.get_task_factory() is None:
+            task = asyncio.Task(pending, loop=loop)  # what create_task does, minus a frame
+        else:
+            task = loop.create_task(pending)
+        self._tasks.add(task)
+        task.add_done_callback(partial(self._task_answered, slot, handler))
+        if len(self._tasks) >= self.max_in_flight and self.msg_conn is not None:
+            self.msg_conn.pause_reading()  # the rest wait in ZeroMQ's queues
+        now = loop.time()
+        timeout = (handler.timeout if handler is not None else None) or self.request_timeout
+        self._inflight.add(task, request, handler, now, now + timeout)
+
+    def _task_answered(
+        self, slot: list[Any], handler: MessageHandler | None, task: asyncio.Task[Any]
     ) -> None:
         request = slot[0]
-        try:
-            try:
-                result = await pending
-            except asyncio.CancelledError:
-                task = asyncio.current_task()
-                if task not in self._timed_out:
-                    raise
-                self._timed_out.discard(task)
-                task.uncancel()  # type: ignore[union-attr]
-                response = self._timed_out_response(request, handler)
-            except Exception as exc:
+        self._inflight.discard(task, request.conn_id)
+        timed_out = bool(self._timed_out) and task in self._timed_out
+        if timed_out:
+            self._timed_out.discard(task)
+        finished = True  # then on_finish runs
+        if task.cancelled():
+            # A timeout answers 504; a client gone, or a stop, leaves nothing to send.
+            finished = timed_out
+            response = self._timed_out_response(request, handler) if timed_out else ALREADY_SENT
+        else:
+            exc = task.exception()
+            if exc is None:
+                response = self._function_response(request, task.result())
+            elif isinstance(exc, Exception):
                 response = self.error_response(request, exc)
             else:
-                response = self._function_response(request, result)
-        except BaseException:
-            slot[1] = ALREADY_SENT  # cancelled: there is nothing to send
-            self._release(request.conn_id)
-            raise
-        finally:
-            current = asyncio.current_task()
-            self._inflight.discard(current, request.conn_id)  # type: ignore[arg-type]
-            if self._timed_out:
-                self._timed_out.discard(current)  # type: ignore[arg-type]
+                log.error("request task failed", exc_info=exc)
+                finished, response = False, ALREADY_SENT
         slot[1] = response
         self._release(request.conn_id)
-        if handler is not None:
+        if handler is not None and finished:
             self._on_finish(handler)
+        self._forget(task)
 
     def _timed_out_response(self, request: Request, handler: MessageHandler | None) -> Response:
         timeout = getattr(handler, "timeout", None) or self.request_timeout
@@ -357,9 +370,12 @@ class Brubeck:
         return task
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            log.error("request task failed", exc_info=task.exception())
+            log.error("a background task failed", exc_info=task.exception())
+        self._forget(task)
+
+    def _forget(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
         if len(self._tasks) < self.max_in_flight and self.msg_conn is not None:
             self.msg_conn.resume_reading()  # a no-op unless paused, and once stopping
 
@@ -644,6 +660,11 @@ def _connection_policy(request: Request) -> tuple[str | None, bool]:
     if version == b"HTTP/1.0":
         return ("keep-alive", False) if keep else ("close", True)
     return (None, False) if keep else ("close", True)
+
+
+async def _awaited(pending: Any) -> Any:
+    """A coroutine for an awaitable that is not one (a task runs only coroutines)."""
+    return await pending
 
 
 async def _logged(pending: Any, what: str) -> None:

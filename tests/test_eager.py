@@ -162,13 +162,13 @@ async def test_a_handler_that_cannot_suspend_is_answered_without_a_task() -> Non
     app = eager_app()
     async with TestClient(app) as client:
         spawned: list[Any] = []
-        original = app._spawn
+        original = app._start_task
 
-        def spy(coro: Any) -> Any:
-            spawned.append(coro)
-            return original(coro)
+        def spy(request: Any, pending: Any, handler: Any) -> None:
+            spawned.append(pending)
+            original(request, pending, handler)
 
-        app._spawn = spy  # type: ignore[method-assign]
+        app._start_task = spy  # type: ignore[method-assign]
         for path in ("/no-await", "/fn"):
             response = await client.get(path)
             assert response.status_code == 200

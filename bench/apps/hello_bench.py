@@ -8,6 +8,8 @@ bytes, which keeps the comparison with the framework-free baseline fair.
     python -m brubeck run bench/apps/hello_bench.py:app --pull ADDR --pub ADDR
 """
 
+import asyncio
+
 from brubeck import Brubeck, JSONMessageHandler, Mongrel2Connection, WebMessageHandler
 
 TEXT = "Hello, World!"
@@ -42,6 +44,13 @@ class AsyncJSONHandler(JSONMessageHandler):
         return self.render()
 
 
+class AwaitJSONHandler(JSONMessageHandler):
+    async def get(self):
+        await asyncio.sleep(0)  # really suspends: this one is an asyncio task
+        self.add_to_payload("message", TEXT)
+        return self.render()
+
+
 class UserHandler(JSONMessageHandler):
     def get(self, user_id):
         self.add_to_payload("user", user_id)
@@ -63,6 +72,7 @@ app = Brubeck(
         (r"^/async/text$", AsyncTextHandler),
         (r"^/async/json$", AsyncJSONHandler),
         (r"^/async/user/(?P<user_id>\d+)$", AsyncUserHandler),
+        (r"^/await/json$", AwaitJSONHandler),
     ],
 )
 
