@@ -629,8 +629,14 @@ class Brubeck:
         if self._stopping is not None:
             self._stopping.set()
 
-    def run(self) -> None:
-        """Serve in a new event loop until SIGINT or SIGTERM."""
+    def run(self, loop: str | None = None) -> None:
+        """Serve in a new event loop until SIGINT or SIGTERM.
+
+        ``loop`` (default: the ``event_loop`` setting, else ``"asyncio"``) picks the event
+        loop: ``"asyncio"``, ``"uvloop"`` (the ``brubeck[uvloop]`` extra), or ``"auto"``
+        (uvloop when it is installed).
+        """
+        factory = event_loop_factory(loop or self.settings.get("event_loop") or "asyncio")
         if not logging.getLogger().handlers:
             logging.basicConfig(
                 level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -647,7 +653,28 @@ class Brubeck:
             )
             await self.serve()
 
-        asyncio.run(main())
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(main())
+
+
+EVENT_LOOPS = ("asyncio", "uvloop", "auto")
+
+
+def event_loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The loop factory for ``asyncio.Runner``; None for asyncio's own loop."""
+    if name not in EVENT_LOOPS:
+        raise ValueError(f"event_loop must be one of {', '.join(EVENT_LOOPS)}; got {name!r}")
+    if name == "asyncio":
+        return None
+    try:
+        import uvloop  # an optional extra: imported only when asked for
+    except ImportError:
+        if name == "auto":
+            return None
+        raise RuntimeError(
+            "event_loop 'uvloop' needs the uvloop package: pip install 'brubeck[uvloop]'"
+        ) from None
+    return uvloop.new_event_loop
 
 
 def _connection_policy(request: Request) -> tuple[str | None, bool]:

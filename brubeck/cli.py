@@ -14,7 +14,7 @@ from typing import Any
 
 from . import __version__
 from .access import ACCESS_LOGGER
-from .app import Brubeck
+from .app import EVENT_LOOPS, Brubeck
 from .connection import Mongrel2Connection
 from .logs import LEVELS, setup_logging
 from .settings import SettingsError, apply_to_app, from_environment
@@ -93,6 +93,8 @@ def _prepare(args: argparse.Namespace) -> Brubeck:
     apply_to_app(app, args.env)
     if getattr(args, "access_log", None) is not None:
         app.settings["access_log"] = args.access_log
+    if getattr(args, "loop", None) is not None:
+        app.settings["event_loop"] = args.loop
     return app
 
 
@@ -191,6 +193,8 @@ def _worker_command(app: Brubeck, args: argparse.Namespace) -> list[str]:
     ]
     if args.access_log is not None:
         command.append("--access-log" if args.access_log else "--no-access-log")
+    if args.loop is not None:
+        command += ["--loop", args.loop]
     return command
 
 
@@ -258,6 +262,13 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="Brubeck's access log, one line a request (default off; $BRUBECK_ACCESS_LOG)",
+    )
+    run.add_argument(
+        "--loop",
+        choices=EVENT_LOOPS,
+        default=None,
+        help="the event loop: asyncio (default), uvloop, or auto (uvloop if installed; "
+        "$BRUBECK_EVENT_LOOP)",
     )
     run.set_defaults(func=cmd_run)
 

@@ -72,6 +72,13 @@ def _header_name(text: str) -> str | None:
     return value
 
 
+def _event_loop(text: str) -> str:
+    value = text.strip().lower()
+    if value not in ("asyncio", "uvloop", "auto"):
+        raise ValueError("use asyncio, uvloop or auto")
+    return value
+
+
 @dataclass(frozen=True)
 class EnvVar:
     """One environment variable: what it sets, where, and how its text is read."""
@@ -90,6 +97,7 @@ ENVIRONMENT: tuple[EnvVar, ...] = (
     EnvVar("BRUBECK_LOG_LEVEL", "log_level", "cli", _log_level, "`--log-level`"),
     EnvVar("BRUBECK_JSON_LOGS", "json_logs", "cli", _bool, "`--json-logs`"),
     EnvVar("BRUBECK_ACCESS_LOG", "access_log", "setting", _bool, "`--access-log`"),
+    EnvVar("BRUBECK_EVENT_LOOP", "event_loop", "setting", _event_loop, "`--loop`"),
     EnvVar(
         "BRUBECK_REQUEST_ID_HEADER",
         "request_id_header",

@@ -100,3 +100,19 @@ def test_workers_are_started_with_the_resolved_options() -> None:
 def test_the_directory_reload_watches(tmp_path: Path) -> None:
     assert cli.app_directory(EXAMPLE) == Path(EXAMPLE.rpartition(":")[0]).parent
     assert cli.app_directory("brubeck.cli:main") == Path(cli.__file__).resolve().parent
+
+
+def test_the_event_loop_comes_from_the_flag_or_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    args = cli.build_parser().parse_args(["run", EXAMPLE, "--workers", "2", "--loop", "auto"])
+    args.env, args.log_level, args.json_logs = {}, "info", False
+    app = cli._prepare(args)
+    assert app.settings["event_loop"] == "auto"
+    assert cli._worker_command(app, args)[-2:] == ["--loop", "auto"]
+    monkeypatch.setenv("BRUBECK_EVENT_LOOP", "uvloop")
+    args = cli.build_parser().parse_args(["run", EXAMPLE])
+    args.env, args.log_level, args.json_logs = cli.from_environment(os.environ), "info", False
+    assert cli._prepare(args).settings["event_loop"] == "uvloop"
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["run", EXAMPLE, "--loop", "trio"])

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 
+import pytest
 import zmq
 import zmq.asyncio
 
@@ -81,3 +83,23 @@ async def test_stop_receiving_takes_the_queue_then_disconnects() -> None:
     finally:
         await conn.close()
         push.close()
+
+
+def test_the_event_loop_factory() -> None:
+    from brubeck.app import event_loop_factory
+
+    assert event_loop_factory("asyncio") is None
+    with pytest.raises(ValueError, match="event_loop must be one of"):
+        event_loop_factory("trio")
+    uvloop = pytest.importorskip("uvloop")
+    assert event_loop_factory("uvloop") is uvloop.new_event_loop
+    assert event_loop_factory("auto") is uvloop.new_event_loop
+
+
+def test_uvloop_asked_for_but_missing_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from brubeck.app import event_loop_factory
+
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # makes the import fail
+    assert event_loop_factory("auto") is None
+    with pytest.raises(RuntimeError, match=r"pip install 'brubeck\[uvloop\]'"):
+        event_loop_factory("uvloop")

@@ -1,6 +1,7 @@
 """The ``brubeck`` command: serve the hello example behind a Mongrel2 it runs itself, then stop."""
 
 import contextlib
+import importlib.util
 import os
 import queue
 import shutil
@@ -65,7 +66,13 @@ class OutputLines:
                 self.lines.append(line)
 
 
-def test_run_with_mongrel2_serves_and_stops_on_sigterm(tmp_path):
+NEEDS_UVLOOP = pytest.mark.skipif(
+    importlib.util.find_spec("uvloop") is None, reason="uvloop is not installed"
+)
+
+
+@pytest.mark.parametrize("loop", ["asyncio", pytest.param("uvloop", marks=NEEDS_UVLOOP)])
+def test_run_with_mongrel2_serves_and_stops_on_sigterm(tmp_path, loop):
     port, pull, pub = free_port(), free_port(), free_port()
     run_dir = tmp_path / "site"
     command = [
@@ -74,6 +81,7 @@ def test_run_with_mongrel2_serves_and_stops_on_sigterm(tmp_path):
         "--pull", f"tcp://127.0.0.1:{pull}",
         "--pub", f"tcp://127.0.0.1:{pub}",
         "--run-dir", str(run_dir),
+        "--loop", loop,
     ]  # fmt: skip
     m2_pid = None
     with subprocess.Popen(
@@ -91,8 +99,10 @@ def test_run_with_mongrel2_serves_and_stops_on_sigterm(tmp_path):
             output.wait_for(url, timeout=15)
             with httpx.Client(base_url=url, timeout=10) as client:
                 resp = client.get("/brubeck")
+                user = client.get("/user/42")  # an async def handler
             assert resp.status_code == 200
             assert resp.text == "Take five"
+            assert user.json() == {"user": "42"}
 
             m2_pid = int((run_dir / "run" / "mongrel2.pid").read_text())
             assert pid_alive(m2_pid)
