@@ -16,10 +16,8 @@ import inspect
 import logging
 import os
 import signal
-from collections import deque
 from collections.abc import Callable, Iterable
 from functools import partial
-from pathlib import Path
 from time import perf_counter
 from types import CoroutineType, SimpleNamespace
 from typing import Any
@@ -30,12 +28,14 @@ from .eager import SUSPENDS, value_now
 from .errors import HTTPError
 from .handlers import MessageHandler, WebMessageHandler, as_response
 from .inflight import InFlight
+from .loops import event_loop_factory
+from .ordering import AnswerOrder
 from .protocol import NOTICE_PATH, ProtocolError, parse
 from .request import BodyLimits, Request
 from .response import ALREADY_SENT, Response, encode_response
 from .routing import Route, Router
-from .streaming import CreditWindow
-from .uploads import DONE, START, Upload, resolve_reported_path, upload_stage
+from .streaming import CreditWindow, CreditWindows
+from .uploads import START, check_upload_start, finished_upload, upload_stage
 from .wsregistry import WEBSOCKET_METHODS, WebSocketRegistry
 
 log = logging.getLogger("brubeck.app")
@@ -83,14 +83,16 @@ class Brubeck:
         self._on_startup: list[Hook] = []
         self._on_shutdown: list[Hook] = []
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._waiting: dict[bytes, deque[list[Any]]] = {}
+        #: Pipelined answers leave in request order; its queues, for the hot path's check.
+        self._order = AnswerOrder(self.respond)
+        self._waiting = self._order.queues
         self._inflight = InFlight()
         self._timed_out: set[asyncio.Task[Any]] = set()
         #: seconds an awaiting handler may run (checked every second); handler.timeout wins
         self.request_timeout = float(self.settings.get("request_timeout", 300))
         #: unsafe methods must echo the ``_xsrf`` cookie (``MessageHandler.check_xsrf_cookie``)
         self.xsrf_cookies = bool(self.settings.get("xsrf_cookies", False))
-        self._windows: dict[bytes, CreditWindow] = {}
+        self._windows = CreditWindows()
         self._stopping: asyncio.Event | None = None
         #: The WebSocket connections this process owns, their rooms and broadcasts.
         self.websockets = WebSocketRegistry(self)
@@ -192,15 +194,16 @@ class Brubeck:
         if self._access_log is not None:
             request.started = perf_counter()
         if b"DOWNLOAD_CREDITS" in headers and message.conn_id not in self._windows:
-            self._open_window(message)
+            self._windows.open(message.conn_id, headers[b"DOWNLOAD_CREDITS"])
         if stage is not None:
             if stage == "start":
                 self._upload_started(request)
                 return
             try:
-                request.set_upload(self._upload_done(headers))
+                root = self.settings.get("mongrel2_run_dir") or os.getcwd()
+                request.set_upload(finished_upload(headers, root))
             except HTTPError as exc:
-                self._deliver(request, self.error_response(request, exc))
+                self._order.deliver(request, self.error_response(request, exc))
                 return
         method = request.method
         if method in WEBSOCKET_METHODS:  # one set lookup: cheaper than testing a prefix first
@@ -236,11 +239,11 @@ class Brubeck:
                     if value is not SUSPENDS:
                         result = value
         except Exception as exc:
-            self._deliver(request, self.error_response(request, exc))
+            self._order.deliver(request, self.error_response(request, exc))
             return
         if isinstance(result, Response):
             if self._waiting and request.conn_id in self._waiting:
-                self._deliver(request, result)
+                self._order.deliver(request, result)
             else:
                 self.respond(request, result)
             if handler is not None and route.finishes:
@@ -248,7 +251,7 @@ class Brubeck:
         elif handler is not None or inspect.isawaitable(result):
             self._start_task(request, result, handler)
         else:
-            self._deliver(request, self._function_response(request, result))
+            self._order.deliver(request, self._function_response(request, result))
 
     def _route(
         self, request: Request, raw_method: Any
@@ -265,30 +268,6 @@ class Brubeck:
         if type(raw_method) is bytes:
             self.router.remember(raw_method, request.message.path, found)
         return found
-
-    # Pipelined requests on one connection must be answered in the order they came, even when
-    # an earlier one awaits and a later one does not: an answer waits in its connection's
-    # queue until those before it are sent. Connections with nothing pending have no queue.
-
-    def _deliver(self, request: Request, response: Response) -> None:
-        if self._waiting and request.conn_id in self._waiting:
-            self._reserve(request)[1] = response
-            self._release(request.conn_id)
-        else:
-            self.respond(request, response)
-
-    def _reserve(self, request: Request) -> list[Any]:
-        slot: list[Any] = [request, None]
-        self._waiting.setdefault(request.conn_id, deque()).append(slot)
-        return slot
-
-    def _release(self, conn_id: bytes) -> None:
-        queue = self._waiting.get(conn_id)
-        while queue and queue[0][1] is not None:
-            request, response = queue.popleft()
-            self.respond(request, response)
-        if not queue:
-            self._waiting.pop(conn_id, None)
 
     def _on_finish(self, handler: MessageHandler) -> None:
         try:
@@ -309,7 +288,7 @@ class Brubeck:
     # so the task runs the handler's own coroutine and no wrapper around it.
 
     def _start_task(self, request: Request, pending: Any, handler: MessageHandler | None) -> None:
-        slot = self._reserve(request)
+        slot = self._order.reserve(request)
         if type(pending) is not CoroutineType:
             pending = _awaited(pending)
         loop = asyncio.get_running_loop()
@@ -348,7 +327,7 @@ class Brubeck:
                 log.error("request task failed", exc_info=exc)
                 finished, response = False, ALREADY_SENT
         slot[1] = response
-        self._release(request.conn_id)
+        self._order.release(request.conn_id)
         if handler is not None and finished:
             self._on_finish(handler)
         self._forget(task)
@@ -435,8 +414,7 @@ class Brubeck:
 
     def may_stream(self, request: Request) -> bool:
         """Whether a streamed response may start: no earlier pipelined answer is pending."""
-        queue = self._waiting.get(request.conn_id)
-        return not queue or queue[0][0] is request
+        return self._order.may_stream(request)
 
     def credit_window(self, request: Request) -> CreditWindow | None:
         """The connection's credit window when Mongrel2 runs with download flow control."""
@@ -479,10 +457,7 @@ class Brubeck:
         """Mongrel2's own notices: a client went away, or download credits arrived."""
         kind = message.notice_type()
         if kind == "credits":
-            window = self._windows.get(message.conn_id)
-            if window is not None:
-                amount = message.headers.get(b"DOWNLOAD_CREDITS", b"0")
-                window.credit(int(amount) if isinstance(amount, bytes) and amount.isdigit() else 0)
+            self._windows.credit(message.conn_id, message.headers.get(b"DOWNLOAD_CREDITS"))
         elif kind == "disconnect":
             log.debug("connection %s closed by the client", message.conn_id.decode())
             self.connection_closed(message.conn_id)
@@ -491,55 +466,19 @@ class Brubeck:
                 "dropped an unknown Mongrel2 notice on %s: %r", message.conn_id, message.body[:80]
             )
 
-    def _open_window(self, message: Any) -> None:
-        """Mongrel2 runs with download flow control: it announces credits on first requests."""
-        value = message.headers[b"DOWNLOAD_CREDITS"]
-        if isinstance(value, bytes) and value.isdigit():
-            if len(self._windows) >= 100_000:  # disconnect notices can be missed: stay bounded
-                self._windows.pop(next(iter(self._windows)))
-            self._windows[message.conn_id] = CreditWindow(int(value))
-
     def _upload_started(self, request: Request) -> None:
         """Accept an upload (say nothing) or refuse it now (answer, close: Mongrel2 deletes it)."""
         try:
-            route, _, _, allowed = self.router.match(request.method, request.path)
-            if route is None:
-                if allowed:
-                    raise HTTPError(405, headers={"Allow": ", ".join(sorted(allowed))})
-                raise HTTPError(404, f"nothing here at {request.path}")
-            limit = int(self.settings.get("max_upload_size", 1 << 30))
-            length = request.message.headers.get(b"content-length")
-            if isinstance(length, bytes) and length.isdigit() and int(length) > limit:
-                raise HTTPError(413, f"uploads are limited to {limit} bytes")
-            accept = getattr(route.target, "accept_upload", None) if route.is_class else None
-            if accept is not None:
-                handler = route.target(self, request, **route.init_kwargs)
-                if handler.accept_upload() is False:
-                    raise HTTPError(413, "this upload was refused")
+            check_upload_start(self, request)
         except Exception as exc:
             self.respond(request, self.error_response(request, exc))
             assert self.msg_conn is not None
             self.msg_conn.close_connection(request)
 
-    def _upload_done(self, headers: dict[bytes, Any]) -> Upload:
-        start, done = headers.get(START), headers.get(DONE)
-        if not isinstance(done, bytes) or start != done:
-            raise HTTPError(400, "the upload's start and done notices disagree")
-        root = self.settings.get("mongrel2_run_dir") or os.getcwd()
-        try:
-            upload = Upload(resolve_reported_path(Path(root), done.decode("latin-1")))
-        except ValueError as exc:
-            log.error("refused an upload path: %s", exc)
-            raise HTTPError(400, "bad upload path") from None
-        if not upload.path.is_file():
-            log.error("upload file %s is missing: is mongrel2_run_dir right?", upload.path)
-            raise HTTPError(500, "the uploaded file is missing")
-        return upload
-
     def connection_closed(self, conn_id: bytes) -> None:
         """The client is gone: tell its handlers (``on_connection_close``), then cancel them."""
         self.websockets.connection_closed(conn_id)
-        self._waiting.pop(conn_id, None)
+        self._order.forget(conn_id)
         self._windows.pop(conn_id, None)
         for task, handler in self._inflight.pop_connection(conn_id):
             if handler is not None:
@@ -655,26 +594,6 @@ class Brubeck:
 
         with asyncio.Runner(loop_factory=factory) as runner:
             runner.run(main())
-
-
-EVENT_LOOPS = ("asyncio", "uvloop", "auto")
-
-
-def event_loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """The loop factory for ``asyncio.Runner``; None for asyncio's own loop."""
-    if name not in EVENT_LOOPS:
-        raise ValueError(f"event_loop must be one of {', '.join(EVENT_LOOPS)}; got {name!r}")
-    if name == "asyncio":
-        return None
-    try:
-        import uvloop  # an optional extra: imported only when asked for
-    except ImportError:
-        if name == "auto":
-            return None
-        raise RuntimeError(
-            "event_loop 'uvloop' needs the uvloop package: pip install 'brubeck[uvloop]'"
-        ) from None
-    return uvloop.new_event_loop
 
 
 def _connection_policy(request: Request) -> tuple[str | None, bool]:

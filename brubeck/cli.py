@@ -14,9 +14,10 @@ from typing import Any
 
 from . import __version__
 from .access import ACCESS_LOGGER
-from .app import EVENT_LOOPS, Brubeck
+from .app import Brubeck
 from .connection import Mongrel2Connection
 from .logs import LEVELS, setup_logging
+from .loops import EVENT_LOOPS
 from .settings import SettingsError, apply_to_app, from_environment
 
 log = logging.getLogger("brubeck.cli")

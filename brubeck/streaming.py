@@ -107,6 +107,29 @@ class CreditWindow:
                 queue.popleft()
 
 
+class CreditWindows(dict[bytes, CreditWindow]):
+    """The credit window of each connection, when Mongrel2 runs with download flow control.
+
+    A dict, so that the hot path's ``if windows and conn_id in windows`` stays two C calls.
+    """
+
+    #: Disconnect notices can be missed: past this many windows the oldest is dropped.
+    limit = 100_000
+
+    def open(self, conn_id: bytes, announced: Any) -> None:
+        """Mongrel2 announces a connection's credits on its first request."""
+        if isinstance(announced, bytes) and announced.isdigit():
+            if len(self) >= self.limit:
+                self.pop(next(iter(self)))
+            self[conn_id] = CreditWindow(int(announced))
+
+    def credit(self, conn_id: bytes, amount: Any) -> None:
+        """A credits notice: Mongrel2 wrote that many more bytes to the client."""
+        window = self.get(conn_id)
+        if window is not None:
+            window.credit(int(amount) if isinstance(amount, bytes) and amount.isdigit() else 0)
+
+
 class ResponseStream:
     """The wire side of one streamed response: head, chunks, end."""
 

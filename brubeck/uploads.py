@@ -13,13 +13,22 @@ announced; an upload's file is deleted after the response unless the handler kep
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+
+from .errors import HTTPError
+
+if TYPE_CHECKING:
+    from .app import Brubeck
+    from .request import Request
 
 START = b"x-mongrel2-upload-start"
 DONE = b"x-mongrel2-upload-done"
+
+log = logging.getLogger("brubeck.app")
 
 
 def upload_stage(headers: dict[bytes, Any], body: bytes) -> str | None:
@@ -90,3 +99,42 @@ class Upload:
 
     def __repr__(self) -> str:
         return f"<Upload {self.path}>"
+
+
+def check_upload_start(app: Brubeck, request: Request) -> None:
+    """Raise ``HTTPError`` if the upload announced by ``request`` must be refused now.
+
+    Refused: no route (404) or no method (405) for it, a body over ``max_upload_size`` or a
+    handler whose ``accept_upload()`` returns False (413). Nothing is spooled for those.
+    """
+    route, _, _, allowed = app.router.match(request.method, request.path)
+    if route is None:
+        if allowed:
+            raise HTTPError(405, headers={"Allow": ", ".join(sorted(allowed))})
+        raise HTTPError(404, f"nothing here at {request.path}")
+    limit = int(app.settings.get("max_upload_size", 1 << 30))
+    length = request.message.headers.get(b"content-length")
+    if isinstance(length, bytes) and length.isdigit() and int(length) > limit:
+        raise HTTPError(413, f"uploads are limited to {limit} bytes")
+    accept = getattr(route.target, "accept_upload", None) if route.is_class else None
+    if accept is not None:
+        handler = route.target(app, request, **route.init_kwargs)
+        if handler.accept_upload() is False:
+            raise HTTPError(413, "this upload was refused")
+
+
+def finished_upload(headers: dict[bytes, Any], run_dir: str) -> Upload:
+    """The upload a done notice reports, checked: raises ``HTTPError`` (400, 500) if it is not
+    one Mongrel2 wrote inside ``run_dir``."""
+    start, done = headers.get(START), headers.get(DONE)
+    if not isinstance(done, bytes) or start != done:
+        raise HTTPError(400, "the upload's start and done notices disagree")
+    try:
+        upload = Upload(resolve_reported_path(Path(run_dir), done.decode("latin-1")))
+    except ValueError as exc:
+        log.error("refused an upload path: %s", exc)
+        raise HTTPError(400, "bad upload path") from None
+    if not upload.path.is_file():
+        log.error("upload file %s is missing: is mongrel2_run_dir right?", upload.path)
+        raise HTTPError(500, "the uploaded file is missing")
+    return upload

@@ -86,7 +86,7 @@ async def test_stop_receiving_takes_the_queue_then_disconnects() -> None:
 
 
 def test_the_event_loop_factory() -> None:
-    from brubeck.app import event_loop_factory
+    from brubeck.loops import event_loop_factory
 
     assert event_loop_factory("asyncio") is None
     with pytest.raises(ValueError, match="event_loop must be one of"):
@@ -97,7 +97,7 @@ def test_the_event_loop_factory() -> None:
 
 
 def test_uvloop_asked_for_but_missing_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    from brubeck.app import event_loop_factory
+    from brubeck.loops import event_loop_factory
 
     monkeypatch.setitem(sys.modules, "uvloop", None)  # makes the import fail
     assert event_loop_factory("auto") is None

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from brubeck.streaming import CreditWindow, format_event
+from brubeck.streaming import CreditWindow, CreditWindows, format_event
 
 
 def test_format_event_fields_and_multiline_data():
@@ -43,3 +43,24 @@ async def test_window_assumes_lost_credits_after_a_stall(monkeypatch):
     window.send(sent.append, b"abcdefgh")
     await asyncio.wait_for(window.drained(), 1)
     assert b"".join(sent) == b"abcdefgh"
+
+
+def test_credit_windows_open_from_the_announcement_and_take_credits() -> None:
+    windows = CreditWindows()
+    windows.open(b"7", b"102400")
+    windows.open(b"8", b"not a number")  # ignored: no window rather than a wrong one
+    windows.open(b"9", [b"1", b"2"])
+    assert list(windows) == [b"7"] and windows[b"7"].limit == 102400
+    windows[b"7"].pending = 5000
+    windows.credit(b"7", b"3000")
+    windows.credit(b"7", b"junk")  # counts as nothing
+    windows.credit(b"404", b"10")  # no such window: nothing happens
+    assert windows[b"7"].pending == 2000
+
+
+def test_credit_windows_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    windows = CreditWindows()
+    monkeypatch.setattr(CreditWindows, "limit", 3)
+    for n in range(5):
+        windows.open(b"%d" % n, b"100")
+    assert list(windows) == [b"2", b"3", b"4"]  # the oldest went first
