@@ -371,6 +371,14 @@ class Brubeck:
             connection, close = None, False  # the common case, without a call
         else:
             connection, close = _connection_policy(request)
+        conn = self.msg_conn
+        if conn is None:
+            raise RuntimeError("this Brubeck app has no msg_conn to answer through")
+        cid = request.conn_id
+        windowed = bool(self._windows) and cid in self._windows
+        # Mongrel2's address goes first, in the same copy as the response (not windowed: a
+        # window splits the bytes, each piece with its own address).
+        envelope = b"" if windowed else b"%s %d:%s, " % (request.sender, len(cid), cid)
         try:
             data = encode_response(
                 response.status,
@@ -379,22 +387,19 @@ class Brubeck:
                 response.reason,
                 request.method == "HEAD",
                 connection,
+                envelope,
             )
         except ValueError as exc:
             log.error("could not encode the response to %r: %s", request, exc)
-            data = Response(b"500 Internal Server Error\n", 500, content_type="text/plain").encode(
-                connection=connection
-            )
-        conn = self.msg_conn
-        if conn is None:
-            raise RuntimeError("this Brubeck app has no msg_conn to answer through")
-        cid = request.conn_id
-        if self._windows and cid in self._windows:
+            data = envelope + Response(
+                b"500 Internal Server Error\n", 500, content_type="text/plain"
+            ).encode(connection=connection)
+        if windowed:
             self.send_to(request, data)
             if close:
                 self.send_to(request, b"")
         else:
-            conn.send_raw(b"%s %d:%s, %s" % (request.sender, len(cid), cid, data))
+            conn.send_raw(data)
             if close:
                 conn.close_connection(request)
         if request.upload is not None:

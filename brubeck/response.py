@@ -42,30 +42,34 @@ def check_header(name: str, value: str) -> None:
 
 
 class _DateCache:
-    """The ``Date`` header changes once a second; format it once a second."""
+    """The ``Date`` header changes once a second; format it once a second.
 
-    __slots__ = ("data", "second", "text")
+    The hot path reads it as ``_date.data if _now() < _date.expires else _date.refresh()``:
+    one clock read and a compare, no call into Python.
+    """
+
+    __slots__ = ("data", "expires", "text")
 
     def __init__(self) -> None:
-        self.second = 0
+        self.expires = 0.0
         self.text = ""
         self.data = b""
 
-    def line(self) -> str:
+    def refresh(self) -> bytes:
         second = int(time.time())
-        if second != self.second:
-            self.second = second
-            self.text = f"Date: {formatdate(second, usegmt=True)}\r\n"
-            self.data = self.text.encode("ascii")
-        return self.text
-
-    def line_bytes(self) -> bytes:
-        if int(time.time()) != self.second:
-            self.line()
+        self.expires = second + 1.0
+        self.text = f"Date: {formatdate(second, usegmt=True)}\r\n"
+        self.data = self.text.encode("ascii")
         return self.data
+
+    def line(self) -> str:
+        if time.time() >= self.expires:
+            self.refresh()
+        return self.text
 
 
 _date = _DateCache()
+_now = time.time
 
 
 def to_body_bytes(body: bytes | str | dict | list | None) -> bytes:
@@ -148,7 +152,9 @@ _MANAGED = frozenset(["content-length", "connection", "date"])
 _STREAM_MANAGED = _MANAGED | {"transfer-encoding"}
 
 
-_PREFIXES: dict[tuple[int, tuple[str, str]], bytes] = {}
+#: Pre-encoded status line and Content-Type, by status then type.
+_PREFIXES: dict[int, dict[str, bytes]] = {}
+_NONE: dict[str, bytes] = {}
 _CONNECTION_LINES = {
     None: b"",
     "close": b"Connection: close\r\n",
@@ -156,16 +162,18 @@ _CONNECTION_LINES = {
 }
 
 
-def _cache_prefix(key: tuple[int, tuple[str, str]]) -> bytes:
+def _cache_prefix(status: int, name: str, value: str) -> bytes:
     """Pre-encode status line plus one Content-Type; b"" means: not cacheable, go the long way."""
-    status, (name, value) = key
-    if name.lower() != "content-type" or len(_PREFIXES) >= 256:
+    if name.lower() != "content-type" or status in _NO_BODY:
         return b""
     try:
-        prefix = f"{_STATUS_LINES[status]}{name}: {value}\r\n".encode("latin-1")
+        prefix = f"{_STATUS_LINES[status]}Content-Type: {value}\r\n".encode("latin-1")
     except (KeyError, UnicodeEncodeError):
         return b""
-    _PREFIXES[key] = prefix
+    if name == "Content-Type":
+        by_type = _PREFIXES.setdefault(status, {})
+        if len(by_type) < 64:  # content types are few; a handler making them up is not cached
+            by_type[value] = prefix
     return prefix
 
 
@@ -176,19 +184,26 @@ def encode_response(
     reason: str | None = None,
     head: bool = False,
     connection: str | None = None,
+    envelope: bytes = b"",
 ) -> bytes:
-    """Frame a response. Headers are trusted here: they were checked when they were set."""
-    if len(headers) == 1 and reason is None and not head and status not in _NO_BODY:
-        # The common case (only a Content-Type) reuses a pre-encoded head.
-        key = (status, headers[0])
-        prefix = _PREFIXES.get(key)
+    """Frame a response. Headers are trusted here: they were checked when they were set.
+
+    ``envelope`` goes first, in the same copy: Mongrel2's reply address, so that the body is
+    copied once on its way out.
+    """
+    if len(headers) == 1 and reason is None and not head:
+        # The common case (only a Content-Type) reuses a pre-encoded head, found by keys whose
+        # hashes Python keeps (an int, a str), not by a tuple hashed anew for each response.
+        name, value = headers[0]
+        prefix = _PREFIXES.get(status, _NONE).get(value) if name == "Content-Type" else None
         if prefix is None:
-            prefix = _cache_prefix(key)
+            prefix = _cache_prefix(status, name, value)
         if prefix:
-            return b"%sContent-Length: %d\r\n%s%s\r\n%s" % (
+            return b"%s%sContent-Length: %d\r\n%s%s\r\n%s" % (
+                envelope,
                 prefix,
                 len(body),
-                _date.line_bytes(),
+                _date.data if _now() < _date.expires else _date.refresh(),
                 _CONNECTION_LINES[connection],
                 body,
             )
@@ -206,7 +221,7 @@ def encode_response(
         parts.append(f"Connection: {connection}\r\n\r\n")
     else:
         parts.append("\r\n")
-    return _encode_head(parts) + body
+    return envelope + _encode_head(parts) + body
 
 
 def encode_stream_head(
