@@ -84,7 +84,10 @@ def parse(raw: bytes) -> Message:
     try:
         sender, conn_id, path, rest = raw.split(b" ", 3)
         headers, rest = _pop(rest)
-        body, rest = _pop(rest)
+        if rest == b"0:,":  # no body: most requests
+            body, rest = b"", b""
+        else:
+            body, rest = _pop(rest)
     except (ValueError, TypeError, IndexError, KeyError, RecursionError):
         _diagnose(raw)
         raise  # pragma: no cover - _diagnose always raises

@@ -132,6 +132,10 @@ class BodyLimits:
 DEFAULT_LIMITS = BodyLimits()
 
 
+#: The usual methods as text without decoding them; others are decoded.
+_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
+
+
 class Request:
     """One request: Mongrel2's facts, the client's headers, and the body.
 
@@ -169,7 +173,9 @@ class Request:
         self.conn_id = message.conn_id
         self._body: bytes | None = message.body
         method = message.headers.get(b"METHOD", b"")
-        self.method = (method if type(method) is bytes else method[-1]).decode("latin-1")
+        self.method = _METHODS.get(method) or (
+            method if type(method) is bytes else method[-1]
+        ).decode("latin-1")
         self._path: str | None = None
         self._headers: Headers | None = None
         self._arguments: dict[str, list[str]] | None = None
