@@ -219,6 +219,8 @@ class Mongrel2Connection:
                     lost = True
                     self.epoch += 1
                     self._pull_stale = self._handshaken[_PULL] and kind == _PUB
+                    if self._pull_stale:  # what it holds now is the old Mongrel2's already
+                        queued += self._discard_queued()
                     self._handshaken = [False, False]
                 if kind == _PULL:
                     queued += self._discard_queued()
