@@ -6,7 +6,9 @@ Rules of this module:
 - nothing raised while handling one message stops the receive loop: malformed messages are
   logged and dropped, handler errors become error responses;
 - at most ``max_in_flight`` requests run at once; past that the loop stops reading, so the
-  rest wait in ZeroMQ's queues (and Mongrel2 routes new work to other processes).
+  rest wait in ZeroMQ's queues (and Mongrel2 routes new work to other processes);
+- a request is answered only in the epoch it arrived in: once Mongrel2 goes away, the next
+  one gives its connection ids to new clients, so the old epoch's requests end unanswered.
 """
 
 from __future__ import annotations
