@@ -6,7 +6,9 @@ Rules of this module:
 - nothing raised while handling one message stops the receive loop: malformed messages are
   logged and dropped, handler errors become error responses;
 - at most ``max_in_flight`` requests run at once; past that the loop stops reading, so the
-  rest wait in ZeroMQ's queues (and Mongrel2 routes new work to other processes).
+  rest wait in ZeroMQ's queues (and Mongrel2 routes new work to other processes);
+- a request is answered only in the epoch it arrived in: once Mongrel2 goes away, the next
+  one gives its connection ids to new clients, so the old epoch's requests end unanswered.
 """
 
 from __future__ import annotations
@@ -93,6 +95,9 @@ class Brubeck:
         #: unsafe methods must echo the ``_xsrf`` cookie (``MessageHandler.check_xsrf_cookie``)
         self.xsrf_cookies = bool(self.settings.get("xsrf_cookies", False))
         self._windows = CreditWindows()
+        #: Bumped each time Mongrel2 goes away: a new one numbers its connections from 1
+        #: again, so a request of an older epoch (``request.epoch``) is never answered.
+        self.epoch = 0
         self._stopping: asyncio.Event | None = None
         #: The WebSocket connections this process owns, their rooms and broadcasts.
         self.websockets = WebSocketRegistry(self)
@@ -187,7 +192,7 @@ class Brubeck:
         headers = message.headers
         stage = upload_stage(headers, message.body) if START in headers else None
         try:
-            request = Request(message, self.body_limits)
+            request = Request(message, self.body_limits, self.epoch)
         except (TypeError, AttributeError, IndexError):
             log.warning("dropped a message on %r: its METHOD header is not a string", message.path)
             return
@@ -360,6 +365,9 @@ class Brubeck:
 
     def respond(self, request: Request, response: Response) -> None:
         """Frame a response for the request's connection, then close it if HTTP says so."""
+        if request.epoch != self.epoch:
+            self._drop_stale(request)
+            return
         if self._access_log is not None:
             response = self._access_log(request, response)
         if response is ALREADY_SENT:
@@ -407,6 +415,9 @@ class Brubeck:
 
     def send_to(self, request: Request, data: bytes) -> None:
         """Send bytes to a request's connection, within its credit window if it has one."""
+        if request.epoch != self.epoch:
+            self._drop_stale(request)
+            return
         assert self.msg_conn is not None
         conn, sender, cid = self.msg_conn, request.sender, request.conn_id
         window = self._windows.get(cid) if self._windows else None
@@ -429,12 +440,17 @@ class Brubeck:
         """Answer many waiting requests with one response, 128 connections per message.
 
         Returns how many were answered. Requests are grouped by how HTTP frames their answer
-        (HEAD, HTTP/1.0, Connection: close), so each group's bytes are encoded once.
+        (HEAD, HTTP/1.0, Connection: close), so each group's bytes are encoded once. Requests
+        of a Mongrel2 that went away are skipped: their ids may now be other clients'.
         """
         assert self.msg_conn is not None
         groups: dict[tuple[str | None, bool, bool, bytes], list[bytes]] = {}
         count = 0
+        epoch = self.epoch
         for request in requests:
+            if request.epoch != epoch:
+                self._drop_stale(request)
+                continue
             connection, close = _connection_policy(request)
             key = (connection, close, request.method == "HEAD", request.sender)
             groups.setdefault(key, []).append(request.conn_id)
@@ -483,6 +499,9 @@ class Brubeck:
     def connection_closed(self, conn_id: bytes) -> None:
         """The client is gone: tell its handlers (``on_connection_close``), then cancel them."""
         self.websockets.connection_closed(conn_id)
+        self._forget_connection(conn_id)
+
+    def _forget_connection(self, conn_id: bytes) -> None:
         self._order.forget(conn_id)
         self._windows.pop(conn_id, None)
         for task, handler in self._inflight.pop_connection(conn_id):
@@ -495,6 +514,39 @@ class Brubeck:
                     if pending is not None and inspect.isawaitable(pending):
                         self._spawn(_logged(pending, "on_connection_close"))
             task.cancel()
+
+    def _mongrel2_lost(self, queued: int, unsent: int) -> None:
+        """Mongrel2 went away (``Mongrel2Connection.on_lost``): end the epoch.
+
+        Its clients' TCP connections died with it, and the next Mongrel2 gives their ids to
+        new clients; so every request of the old epoch ends without an answer, as if each
+        client had disconnected, and whatever holds it can no longer send for it.
+        """
+        assert self.msg_conn is not None
+        self.epoch = self.msg_conn.epoch
+        in_progress = len(self._inflight)
+        websockets = self.websockets.mongrel2_lost()
+        for conn_id in self._inflight.conn_ids():
+            self._forget_connection(conn_id)
+        self._waiting.clear()
+        self._windows.clear()
+        self._timed_out.clear()  # cancelled by this, not by their timeout: no 504
+        log.warning(
+            "Mongrel2 went away (stopped or restarted): dropped %d requests in progress, "
+            "%d WebSockets, %d queued requests and %d unsent replies of its clients (a new "
+            "Mongrel2 gives their connection ids to new clients)",
+            in_progress,
+            websockets,
+            queued,
+            unsent,
+        )
+
+    def _drop_stale(self, request: Request) -> None:
+        if request.epoch >= 0:  # log once per request
+            log.info("not sending to %r: its Mongrel2 went away", request)
+            request.epoch = -1
+        if request.upload is not None:
+            request.upload.discard()
 
     async def _housekeeping(self, interval: float) -> None:
         """Each tick: cancel handlers past their timeout; every ``interval``, reset Mongrel2's
@@ -526,6 +578,8 @@ class Brubeck:
         self._access_log = access_hook(self.settings)
         for hook in self._on_startup:
             await _maybe_await(hook())
+        self.msg_conn.on_lost = self._mongrel2_lost
+        self.epoch = self.msg_conn.epoch
         self.msg_conn.open()
         self.msg_conn.start_reading(self.handle_message)
         keep_alive = asyncio.get_running_loop().create_task(

@@ -8,7 +8,16 @@ Rules of this module:
 - sending never blocks and never drops: the publishing socket is an XPUB with ``XPUB_NODROP``,
   so a full queue raises instead of discarding, and the reply waits in an ordered backlog
   until the socket is writable again. Replies also wait until Mongrel2 has subscribed, since a
-  publisher drops whatever it sends before that (the "slow joiner").
+  publisher drops whatever it sends before that (the "slow joiner");
+- a Mongrel2 that goes away (stopped, killed, restarted) ends an *epoch*: a new Mongrel2
+  numbers its connections from 1 again under the same sender id, so nothing of the old one may
+  reach it. ZeroMQ reconnects by itself and says nothing in band, so the sockets are watched
+  with monitors: the first ``EVENT_DISCONNECTED`` of either socket bumps ``epoch``, requests
+  still queued from the old Mongrel2 are discarded, and so are replies not yet written to it
+  (the publisher sets ``ZMQ_IMMEDIATE``, so ZeroMQ drops its queue for a lost peer instead of
+  handing it to the next one). The PULL socket reports its disconnect after everything the
+  old Mongrel2 sent, and ZeroMQ waits at least its reconnect interval (0.1 s) before it lets a
+  new Mongrel2 send anything.
 """
 
 from __future__ import annotations
@@ -23,10 +32,14 @@ from typing import Any
 
 import zmq
 import zmq.asyncio
+from zmq.utils.monitor import parse_monitor_message
 
 from .protocol import format_close, format_ctl, format_deliver, format_reply
 
 log = logging.getLogger("brubeck.connection")
+
+_PULL, _PUB = 0, 1
+_MONITORED = zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
 
 # pyzmq's Python-level Socket.send adds ~0.5 µs of checks we never need for bytes frames.
 _raw_send = zmq.Socket.__mro__[1].send
@@ -44,6 +57,9 @@ class Mongrel2Connection:
         max_batch: most messages handled per wakeup before other tasks get to run.
         backlog_limit: most replies held while the socket is full or not yet subscribed;
             past it a send raises ``BufferError`` rather than grow without bound.
+
+    ``epoch`` counts the times Mongrel2 went away; ``on_lost(queued, unsent)``, when set, is
+    called at once each time, with how many of its requests and replies were discarded.
     """
 
     def __init__(
@@ -76,6 +92,12 @@ class Mongrel2Connection:
         self._on_message: Callable[[bytes], None] | None = None
         self._fd = -1
         self._paused = True
+        #: How many times Mongrel2 went away since ``open()``; see the module's rules.
+        self.epoch = 0
+        self.on_lost: Callable[[int, int], None] | None = None
+        self._monitors: list[tuple[zmq.asyncio.Socket, zmq.Socket[Any], int]] = []
+        self._handshaken = [False, False]  # per socket: talked to Mongrel2 since the last loss
+        self._pull_stale = False  # lost Mongrel2, but the PULL socket has not noticed yet
 
     # Life cycle
 
@@ -90,17 +112,30 @@ class Mongrel2Connection:
         ctx = self._context or zmq.asyncio.Context.instance()
         pull = ctx.socket(zmq.PULL)
         pull.setsockopt(zmq.LINGER, 0)
-        pull.connect(self.pull_addr)
         pub = ctx.socket(zmq.XPUB)
         pub.setsockopt(zmq.LINGER, 2000)
         pub.setsockopt(zmq.XPUB_NODROP, 1)
+        # A lost peer's queue is dropped, not sent to whichever Mongrel2 connects next; the
+        # loss and the new subscription then show in band, as an unsubscribe and a subscribe.
+        pub.setsockopt(zmq.IMMEDIATE, 1)
+        loop = asyncio.get_running_loop()
+        self._handshaken = [False, False]
+        self._pull_stale = False
+        for sock in (pull, pub):  # before connecting, so that no event is missed
+            monitor = sock.get_monitor_socket(_MONITORED)
+            sync: zmq.Socket[Any] = zmq.Socket.shadow(monitor.underlying)
+            fd = int(monitor.getsockopt(zmq.FD))
+            self._monitors.append((monitor, sync, fd))
+            loop.add_reader(fd, self._check_monitors)
+        pull.connect(self.pull_addr)
         pub.connect(self.pub_addr)
         self._pull, self._pub = pull, pub
         # Plain sockets over the same handles: a non-blocking recv/send with no future.
         self._pull_sync = zmq.Socket.shadow(pull.underlying)
         self._pub_sync = zmq.Socket.shadow(pub.underlying)
         self._subscribed = asyncio.Event()
-        self._watcher = asyncio.get_running_loop().create_task(self._watch_subscriptions())
+        self._watcher = loop.create_task(self._watch_subscriptions())
+        loop.call_soon(self._check_monitors)  # their descriptors only signal edges
 
     async def close(self, flush_timeout: float = 2.0) -> None:
         """Send what is still queued (bounded by ``flush_timeout``), then close both sockets."""
@@ -120,6 +155,7 @@ class Mongrel2Connection:
         assert self._pub is not None
         self.pause_reading()
         self._on_message = None
+        self._close_monitors()
         self._pull.close(linger=0)
         self._pub.close()
         self._pull = self._pub = None
@@ -135,6 +171,94 @@ class Mongrel2Connection:
                 self._live = True
                 if self._backlog:
                     self._ensure_flusher()
+            elif event[:1] == b"\x00":  # Mongrel2 is gone: hold replies for the next one
+                self._live = False
+                self._subscribed.clear()
+
+    # Mongrel2 going away
+
+    def _close_monitors(self) -> None:
+        for sock in (self._pull, self._pub):
+            if sock is not None:
+                with contextlib.suppress(zmq.ZMQError):
+                    sock.disable_monitor()
+        loop = asyncio.get_running_loop()
+        for monitor, _, fd in self._monitors:
+            loop.remove_reader(fd)
+            monitor.close(linger=0)
+        self._monitors = []
+
+    def _check_monitors(self) -> None:
+        """Read what both monitors report, then act on it (both at once: see ``_on_events``)."""
+        events: list[tuple[int, int]] = []
+        for kind, (_, sync, _) in enumerate(self._monitors):
+            while True:
+                try:
+                    frames = sync.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                events.append((kind, int(parse_monitor_message(frames)["event"])))
+        if events:
+            self._on_events(events)
+
+    def _on_events(self, events: list[tuple[int, int]]) -> None:
+        """Bump the epoch once per lost Mongrel2, and drop what is left of it.
+
+        A lost Mongrel2 disconnects both sockets; the first of the two to report it ends
+        the epoch. A socket's disconnect counts only if it talked to a Mongrel2 since the last
+        loss, so the second report of the same loss does not end the next epoch, in whatever
+        order the two monitors are read. The PULL socket reports its disconnect only once it
+        has queued everything the old Mongrel2 sent (it stops reading the network while its
+        queue is full), so until then what it yields is discarded.
+        """
+        lost = False
+        queued = 0
+        for kind, event in events:
+            if event == zmq.EVENT_DISCONNECTED:
+                if self._handshaken[kind]:
+                    lost = True
+                    self.epoch += 1
+                    self._pull_stale = self._handshaken[_PULL] and kind == _PUB
+                    if self._pull_stale:  # what it holds now is the old Mongrel2's already
+                        queued += self._discard_queued()
+                    self._handshaken = [False, False]
+                if kind == _PULL:
+                    queued += self._discard_queued()
+                    self._pull_stale = False
+            elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self._handshaken[kind] = True
+                if kind == _PUB:  # bound the discarding if only the publisher was cut off
+                    self._pull_stale = False
+        if not lost:
+            if queued:
+                log.info("discarded %d more messages from the Mongrel2 that went away", queued)
+            return
+        unsent = len(self._backlog)
+        self._backlog.clear()
+        if self.on_lost is not None:
+            try:
+                self.on_lost(queued, unsent)
+            except Exception:
+                log.exception("on_lost failed")
+        else:
+            log.warning(
+                "Mongrel2 went away (stopped or restarted): %d queued requests and %d unsent "
+                "replies of its clients were discarded",
+                queued,
+                unsent,
+            )
+        self._backlog.clear()  # what on_lost sent was for the old Mongrel2's clients too
+
+    def _discard_queued(self) -> int:
+        """Read and drop what the PULL socket holds: requests of a Mongrel2 that went away."""
+        sync, count = self._pull_sync, 0
+        if sync is None:
+            return 0
+        with contextlib.suppress(zmq.Again):
+            while True:
+                _raw_recv(sync, zmq.NOBLOCK)
+                count += 1
+        return count
 
     # Receiving
 
@@ -170,6 +294,11 @@ class Mongrel2Connection:
             loop.call_soon(self._read)
 
     def _read(self) -> None:
+        if self._pull_stale:  # Mongrel2 went away; its last requests may still be coming in
+            discarded = self._discard_queued()
+            if discarded:
+                log.info("discarded %d messages from the Mongrel2 that went away", discarded)
+            return
         sync, handle, again, nowait = self._pull_sync, self._on_message, zmq.Again, zmq.NOBLOCK
         for _ in range(self.max_batch):
             if self._paused:
@@ -200,6 +329,8 @@ class Mongrel2Connection:
         self.pause_reading()
         self._on_message = None
         taken: list[bytes] = []
+        if self._pull_stale:
+            self._discard_queued()
         with contextlib.suppress(zmq.Again):
             while True:
                 taken.append(_raw_recv(sync, zmq.NOBLOCK))
@@ -241,6 +372,9 @@ class Mongrel2Connection:
         assert pub is not None and sync is not None and self._subscribed is not None
         await self._subscribed.wait()
         while backlog:
+            if not self._live:  # Mongrel2 went away: wait for the next one
+                await self._subscribed.wait()
+                continue
             try:
                 sync.send(backlog[0], zmq.NOBLOCK)
                 backlog.popleft()
@@ -267,8 +401,9 @@ class Mongrel2Connection:
         self.send_raw(format_reply(self._sender(sender), cid, data))
 
     def reply(self, request: Any, data: bytes) -> None:
-        """Send bytes to the connection a request came from."""
-        self.send_raw(format_reply(request.sender, request.conn_id, data))
+        """Send bytes to the connection a request came from, unless its Mongrel2 went away."""
+        if getattr(request, "epoch", self.epoch) == self.epoch:
+            self.send_raw(format_reply(request.sender, request.conn_id, data))
 
     def deliver(
         self, sender: bytes | str | None, conn_ids: Iterable[bytes | int], data: bytes
@@ -279,7 +414,8 @@ class Mongrel2Connection:
 
     def close_connection(self, request: Any) -> None:
         """Ask Mongrel2 to flush and close the connection a request came from."""
-        self.send_raw(format_reply(request.sender, request.conn_id, b""))
+        if getattr(request, "epoch", self.epoch) == self.epoch:
+            self.send_raw(format_reply(request.sender, request.conn_id, b""))
 
     def close_connections(
         self, sender: bytes | str | None, conn_ids: Iterable[bytes | int]

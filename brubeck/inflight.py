@@ -38,6 +38,10 @@ class InFlight:
         tasks = self._by_conn.pop(conn_id, {})
         return [(task, entry[1]) for task, entry in tasks.items()]
 
+    def conn_ids(self) -> list[bytes]:
+        """Every connection with a request in flight."""
+        return list(self._by_conn)
+
     def expired(self, now: float) -> list[asyncio.Task[Any]]:
         """Tasks past their deadline (one periodic sweep instead of a timer per request)."""
         return [

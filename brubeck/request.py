@@ -153,6 +153,7 @@ class Request:
         "_path",
         "_request_id",
         "conn_id",
+        "epoch",
         "limits",
         "message",
         "method",
@@ -164,8 +165,13 @@ class Request:
     #: ``perf_counter()`` at arrival; set only while the app keeps an access log.
     started: float
 
-    def __init__(self, message: Message, limits: BodyLimits = DEFAULT_LIMITS) -> None:
+    def __init__(
+        self, message: Message, limits: BodyLimits = DEFAULT_LIMITS, epoch: int = 0
+    ) -> None:
         self.message = message
+        #: the app's ``epoch`` when this arrived: once Mongrel2 goes away (and a new one reuses
+        #: its connection ids), nothing more is sent for this request; -1 once that was logged
+        self.epoch = epoch
         #: the file Mongrel2 streamed a large or chunked body into (``uploads.Upload``), or None
         self.upload: Any = None
         self.limits = limits

@@ -82,6 +82,17 @@ class WebSocketRegistry:
         elif self.ownership is not None and not self.ownership.owns(conn_id):
             self.ownership.forward_disconnect(conn_id)
 
+    def mongrel2_lost(self) -> int:
+        """Mongrel2 went away: every connection here went with it (``on_close`` with 1006).
+
+        Returns how many there were. Nothing is forwarded: every process sees the loss.
+        """
+        handlers = list(self._handlers.values())
+        for handler in handlers:
+            handler._connection_lost()
+        self._recent.clear()  # the next Mongrel2 reuses these ids
+        return len(handlers)
+
     def _handshake(self, request: Request) -> None:
         app = self.app
         try:
@@ -206,9 +217,10 @@ class WebSocketRegistry:
             raise RuntimeError("this Brubeck app has no msg_conn to send through")
         by_sender: dict[bytes | None, list[bytes]] = {}
         count = 0
+        epoch = self.app.epoch
         for target in list(targets):
             if isinstance(target, WebSocketHandler):
-                if target is exclude:
+                if target is exclude or target.request.epoch != epoch:
                     continue
                 if not target._sendable:
                     if not target.closed:  # still opening: the frame follows the 101

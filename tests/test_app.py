@@ -6,16 +6,19 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, ClassVar
 
 import pytest
 import tnetstring
+import zmq.asyncio
 
-from brubeck import Brubeck, HTTPError, Response, WebMessageHandler
+from brubeck import Brubeck, HTTPError, Response, WebMessageHandler, WebSocketHandler
 from brubeck.request import Request
 from brubeck.testing import TestClient, TestResponse
+from brubeck.waiting import WaitingRoom
 from tests import fixtures
+from tests.test_connection import Mongrel2Side, handshaken, targets, until
 
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "JSON", "XML"]
 
@@ -751,3 +754,177 @@ async def test_held_connections_get_keep_alive_ctl() -> None:
         while (reply := await client.receive(9)).startswith(b"2"):
             pass  # more keep-alive ctl messages may come before the answer
         assert reply.startswith(b"HTTP/1.1 200 OK")
+
+
+# Mongrel2 going away: a new one gives the old connection ids to new clients
+
+
+@pytest.fixture
+async def over_tcp() -> AsyncIterator[Callable[[Brubeck], Awaitable[Mongrel2Side]]]:
+    """``start(app)``: serve the app from a fake Mongrel2 over TCP, which can stop and start."""
+    context = zmq.asyncio.Context()
+    served: list[tuple[Brubeck, asyncio.Task[None], Mongrel2Side]] = []
+
+    async def start(app: Brubeck) -> Mongrel2Side:
+        side = Mongrel2Side(context, "tcp")
+        app.msg_conn = side.connection()
+        served.append((app, asyncio.get_running_loop().create_task(app.serve()), side))
+        await until(lambda: app.msg_conn is not None and app.msg_conn.is_open, "serve")
+        await handshaken(app.msg_conn)
+        return side
+
+    yield start
+    for app, task, side in served:
+        app.stop()
+        await asyncio.wait_for(task, 5)
+        await side.close()
+    context.destroy(linger=0)
+
+
+def message(path: bytes, conn_id: int, **headers: bytes) -> bytes:
+    head = {b"METHOD": b"GET", b"VERSION": b"HTTP/1.1", b"PATH": path, b"URI": path}
+    head.update((key.encode(), value) for key, value in headers.items())
+    return b"S %d %s %s0:," % (conn_id, path, tnetstring.dumps(head))
+
+
+def body(reply: bytes) -> bytes:
+    return reply.partition(b", ")[2].partition(b"\r\n\r\n")[2]
+
+
+class Held(WebMessageHandler):
+    """Answers once ``app.state.release`` is set; records its request and its close."""
+
+    async def get(self, name: str) -> str:
+        state = self.application.state
+        state.held.append(self.request)
+        await state.release.wait()
+        return f"answer for {name}"
+
+    def on_connection_close(self) -> None:
+        self.application.state.closed.append(self.request.path)
+
+
+def held_app() -> Brubeck:
+    app = Brubeck(handler_tuples=[(r"^/hold/(\w+)$", Held)])
+    app.state.held, app.state.closed, app.state.release = [], [], asyncio.Event()
+
+    @app.add_route(r"^/now$")
+    def now(application: Brubeck, request: Request) -> str:
+        return "now"
+
+    return app
+
+
+async def lose_mongrel2(app: Brubeck, side: Mongrel2Side) -> None:
+    """Mongrel2 is killed; another starts on the same addresses."""
+    epoch = app.epoch
+    await side.stop()
+    await until(lambda: app.epoch == epoch + 1, "the loss")
+    side.start()
+    assert app.msg_conn is not None
+    await handshaken(app.msg_conn)
+
+
+async def test_a_late_answer_never_reaches_the_client_that_got_the_same_id(
+    over_tcp: Callable[[Brubeck], Awaitable[Mongrel2Side]], caplog: pytest.LogCaptureFixture
+) -> None:
+    app = held_app()
+    side = await over_tcp(app)
+    await side.push.send(message(b"/hold/old", 7))
+    await until(lambda: len(app.state.held) == 1, "the old request")
+    await lose_mongrel2(app, side)
+    assert app.state.closed == ["/hold/old"] and len(app._inflight) == 0
+    await side.push.send(message(b"/hold/new", 7))
+    await until(lambda: len(app.state.held) == 2, "the new request")
+    app.state.release.set()
+    (reply,) = await side.replies(1)
+    assert targets(reply) == [7] and body(reply) == b"answer for new"
+    await side.assert_quiet()  # neither the old answer nor a 504
+    lost = [r for r in caplog.records if "Mongrel2 went away" in r.getMessage()]
+    assert len(lost) == 1 and lost[0].levelno == logging.WARNING
+    assert "dropped 1 requests in progress" in lost[0].getMessage()
+
+
+async def test_pipelined_answers_and_credit_windows_of_a_lost_mongrel2_are_forgotten(
+    over_tcp: Callable[[Brubeck], Awaitable[Mongrel2Side]], caplog: pytest.LogCaptureFixture
+) -> None:
+    app = held_app()
+    side = await over_tcp(app)
+    await side.push.send(message(b"/hold/old", 5, DOWNLOAD_CREDITS=b"102400"))
+    await side.push.send(message(b"/now", 5))  # pipelined: waits for the one before
+    await until(lambda: app.state.held and app._waiting.get(b"5"), "the pipelined request")
+    assert app._windows
+    await lose_mongrel2(app, side)
+    assert app._waiting == {} and app._windows == {}
+    await side.push.send(message(b"/now", 5))  # a new client: nothing to wait for
+    (reply,) = await side.replies(1)
+    assert targets(reply) == [5] and body(reply) == b"now"
+    old = app.state.held[0]
+    caplog.clear()
+    caplog.set_level(logging.INFO, "brubeck.app")
+    app.respond(old, Response("stale"))
+    app.send_to(old, b"stale")
+    await side.assert_quiet()
+    assert [r.getMessage() for r in caplog.records] == [
+        f"not sending to {old!r}: its Mongrel2 went away"
+    ]
+
+
+async def test_a_release_skips_requests_of_a_lost_mongrel2(
+    over_tcp: Callable[[Brubeck], Awaitable[Mongrel2Side]],
+) -> None:
+    app = Brubeck()
+    room = WaitingRoom(app)
+    parked: list[Request] = []
+
+    class Wait(WebMessageHandler):
+        async def get(self) -> Response:
+            parked.append(self.request)
+            return await room.wait(self.request)
+
+    @app.add_route(r"^/release$")
+    def release(application: Brubeck, request: Request) -> str:
+        return f"released {room.release(Response('news'))}"
+
+    app.add_route_rule(r"^/wait$", Wait)
+    side = await over_tcp(app)
+    await side.push.send(message(b"/wait", 5))
+    await until(lambda: len(room) == 1, "the old request")
+    await lose_mongrel2(app, side)
+    await side.push.send(message(b"/wait", 7))
+    await until(lambda: len(parked) == 2, "the new request")
+    await side.push.send(message(b"/release", 9))
+    news, released = await side.replies(2)
+    assert targets(news) == [7] and body(news) == b"news"
+    assert targets(released) == [9] and body(released) == b"released 1"
+    assert app.deliver([parked[0]], Response("late")) == 0
+    await side.assert_quiet()
+
+
+async def test_websockets_of_a_lost_mongrel2_are_closed_without_a_word(
+    over_tcp: Callable[[Brubeck], Awaitable[Mongrel2Side]],
+) -> None:
+    closed: list[int] = []
+    told: list[int] = []
+
+    class Chat(WebSocketHandler):
+        def open(self) -> None:
+            self.join("all")
+
+        def on_message(self, message: str | bytes) -> None:
+            pass
+
+        def on_close(self, code: int, reason: str) -> None:
+            closed.append(code)
+            told.append(self.broadcast("someone left", "all"))  # the other is still open
+
+    app = Brubeck(handler_tuples=[(r"^/ws/echo$", Chat)])
+    side = await over_tcp(app)
+    for conn_id in (5, 6):
+        await side.push.send(fixtures.with_conn_id(fixtures.WEBSOCKET_HANDSHAKE, conn_id))
+    accepted = await side.replies(2)
+    assert sorted(i for reply in accepted for i in targets(reply)) == [5, 6]
+    await lose_mongrel2(app, side)
+    assert closed == [1006, 1006] and told == [0, 0] and len(app.websockets) == 0
+    assert app.websockets.members("all") == frozenset()
+    await side.assert_quiet()

@@ -82,6 +82,24 @@ class Mongrel2Side:
             if sock is not None:
                 sock.close(linger=0)
 
+    async def stop(self) -> None:
+        """Mongrel2 goes away: both sockets close, whatever they still held is lost."""
+        await self.close()
+        self.sub = self._reader = None
+
+    def start(self) -> None:
+        """A new Mongrel2 binds the same addresses; ``received`` holds only what it gets."""
+        self.push = self.context.socket(zmq.PUSH)
+        self.push.linger = 0
+        self.push.bind(self.pull_addr)
+        self.received = asyncio.Queue()
+        self.bind_sub(self.pub_addr)
+
+    def stop_reading(self) -> None:
+        """Mongrel2 hangs: it reads no more replies, so they pile up in the sockets."""
+        assert self._reader is not None
+        self._reader.cancel()
+
 
 @pytest.fixture
 async def new_mongrel2() -> AsyncIterator[Callable[..., Mongrel2Side]]:
@@ -431,3 +449,150 @@ def test_repr() -> None:
     assert repr(Mongrel2Connection("tcp://a:1", "tcp://b:2")) == (
         "Mongrel2Connection('tcp://a:1', 'tcp://b:2')"
     )
+
+
+# Mongrel2 going away (over TCP: in-process sockets report no disconnects)
+
+
+async def until(predicate: Callable[[], object], what: str, timeout: float = 2.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.005)
+
+
+@pytest.fixture
+async def tcp_mongrel2(new_mongrel2: Callable[..., Mongrel2Side]) -> Mongrel2Side:
+    return new_mongrel2("tcp")
+
+
+@pytest.fixture
+async def watched(tcp_mongrel2: Mongrel2Side) -> AsyncIterator[tuple[Mongrel2Connection, list]]:
+    """An open connection that has talked to the (fake) Mongrel2, and its ``on_lost`` calls."""
+    connection = tcp_mongrel2.connection(sender_id="S")
+    lost: list[tuple[int, int]] = []
+    connection.on_lost = lambda queued, unsent: lost.append((queued, unsent))
+    connection.open()
+    await handshaken(connection)
+    yield connection, lost
+    await connection.close(flush_timeout=0.1)
+
+
+async def handshaken(connection: Mongrel2Connection) -> None:
+    """Both sockets completed a handshake with a Mongrel2, and it subscribed."""
+    await until(lambda: all(connection._handshaken) and connection._live, "a handshake")
+
+
+async def test_a_lost_mongrel2_ends_the_epoch_once_per_loss(
+    tcp_mongrel2: Mongrel2Side, watched: tuple[Mongrel2Connection, list]
+) -> None:
+    connection, lost = watched
+    received: list[bytes] = []
+    connection.start_reading(received.append)
+    assert connection.epoch == 0
+    for epoch in (1, 2):
+        await tcp_mongrel2.stop()
+        await until(lambda: connection.epoch == epoch, "the loss")  # noqa: B023
+        tcp_mongrel2.start()
+        await handshaken(connection)
+        assert connection.epoch == epoch  # both sockets reported the loss: still one bump
+        await tcp_mongrel2.push.send(b"request %d" % epoch)
+        connection.send(None, 1, b"reply %d" % epoch)
+        assert await tcp_mongrel2.replies(1) == [b"S 1:1, reply %d" % epoch]
+    await until(lambda: len(received) == 2, "the requests")
+    assert received == [b"request 1", b"request 2"]
+    assert lost == [(0, 0), (0, 0)]
+
+
+async def test_requests_queued_from_a_lost_mongrel2_are_discarded(
+    tcp_mongrel2: Mongrel2Side, watched: tuple[Mongrel2Connection, list]
+) -> None:
+    connection, lost = watched
+    for n in range(5):
+        await tcp_mongrel2.push.send(b"old %d" % n)
+    await asyncio.sleep(0.1)  # they reach this process's queue; nothing reads it yet
+    await tcp_mongrel2.stop()
+    await until(lambda: lost, "the loss")
+    received: list[bytes] = []
+    connection.start_reading(received.append)
+    tcp_mongrel2.start()
+    await handshaken(connection)
+    await tcp_mongrel2.push.send(b"new")
+    await until(lambda: received, "the new request")
+    await asyncio.sleep(0.05)
+    assert received == [b"new"]
+    assert lost == [(5, 0)]
+
+
+async def test_requests_still_arriving_from_a_lost_mongrel2_are_discarded(
+    tcp_mongrel2: Mongrel2Side, watched: tuple[Mongrel2Connection, list]
+) -> None:
+    """A full queue hides the end of the stream: ZeroMQ reads on only as it drains."""
+    connection, lost = watched
+    sent = stalled = 0
+    while sent < 20_000 and stalled < 3:  # until every queue on the way is full
+        try:
+            await tcp_mongrel2.push.send(b"old %d" % sent + b"." * 1000, zmq.NOBLOCK)
+            sent, stalled = sent + 1, 0
+        except zmq.Again:
+            stalled += 1
+            await asyncio.sleep(0.05)
+    assert sent > 2000, "the queues should have filled up"
+    await tcp_mongrel2.stop()
+    await until(lambda: lost, "the loss")
+    received: list[bytes] = []
+    connection.start_reading(received.append)
+    await asyncio.sleep(0.2)
+    assert received == []
+    tcp_mongrel2.start()
+    await handshaken(connection)
+    await tcp_mongrel2.push.send(b"new")
+    await until(lambda: received, "the new request")
+    assert received == [b"new"]
+
+
+async def test_replies_held_for_a_lost_mongrel2_never_reach_the_next_one(
+    tcp_mongrel2: Mongrel2Side, watched: tuple[Mongrel2Connection, list]
+) -> None:
+    connection, lost = watched
+    tcp_mongrel2.stop_reading()
+    body = b"x" * 2000
+    for n in range(3000):  # past the kernel's buffers and both sockets' queues
+        connection.send(None, n, body)
+    assert connection.pending > 0, "the socket should have filled up"
+    await tcp_mongrel2.stop()
+    await until(lambda: lost, "the loss")
+    assert connection.pending == 0  # discarded, here or (a lost peer's queue) by ZeroMQ
+    tcp_mongrel2.start()
+    await handshaken(connection)
+    connection.send(None, 1, b"new")
+    assert await tcp_mongrel2.replies(1) == [b"S 1:1, new"]
+    await tcp_mongrel2.assert_quiet()
+
+
+async def test_replies_sent_between_two_mongrel2s_wait_for_the_next_one(
+    tcp_mongrel2: Mongrel2Side, watched: tuple[Mongrel2Connection, list]
+) -> None:
+    connection, lost = watched
+    await tcp_mongrel2.stop()
+    await until(lambda: lost and not connection._live, "the loss")
+    connection.send(None, 1, b"for the next one")
+    assert connection.pending == 1
+    tcp_mongrel2.start()
+    assert await tcp_mongrel2.replies(1) == [b"S 1:1, for the next one"]
+
+
+async def test_no_reply_for_a_request_of_a_lost_mongrel2(
+    tcp_mongrel2: Mongrel2Side, watched: tuple[Mongrel2Connection, list]
+) -> None:
+    connection, _ = watched
+    old = SimpleNamespace(sender=b"S", conn_id=b"1", epoch=0)
+    await tcp_mongrel2.stop()
+    await until(lambda: connection.epoch == 1, "the loss")
+    tcp_mongrel2.start()
+    await handshaken(connection)
+    new = SimpleNamespace(sender=b"S", conn_id=b"1", epoch=1)
+    for request in (old, new):
+        connection.reply(request, b"to %d" % request.epoch)
+        connection.close_connection(request)
+    assert await tcp_mongrel2.replies(2) == [b"S 1:1, to 1", b"S 1:1, "]
+    await tcp_mongrel2.assert_quiet()
