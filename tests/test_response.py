@@ -248,3 +248,14 @@ def test_repeated_encodes_differ_only_by_the_connection_line() -> None:
 
 def test_repr() -> None:
     assert repr(Response(b"abc", 404)) == "<Response 404 3 bytes>"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [{}, [], {"a/b": "é <x> &"}, [1, 2.5, None, True, "\u2028"], {"n": {"deep": ["/"] * 3}}],
+)
+def test_json_bodies_are_the_same_whichever_way_ujson_is_called(value: object) -> None:
+    from brubeck.response import _keyword_json_bytes, _positional_json_bytes, json_bytes
+
+    assert _positional_json_bytes(value) == _keyword_json_bytes(value)  # type: ignore[arg-type]
+    assert json_bytes is _positional_json_bytes  # the fast form is the one in use
