@@ -249,3 +249,26 @@ def test_e2e_tiny_run(tmp_path):
         bare.stop()
         app.stop()
     assert result.requests > 0 and result.non_2xx == 0
+
+
+def test_instructions_args_and_child(isolated_imports):
+    instructions = bench("instructions")
+    with pytest.raises(SystemExit):
+        instructions.main(["--number", "150"])
+    with pytest.raises(SystemExit):
+        instructions.main(["--cases", "no-such-case"])
+    # The child that valgrind would run, run plainly: both sides handle their messages.
+    code = instructions.CHILD.format(bench=str(instructions.HERE), repo=str(instructions.REPO))
+    for which, target, path in [
+        ("bare", "examples/hello/app.py:app", "/brubeck"),
+        ("brubeck", "examples/hello/app.py:app", "/user/42"),
+        ("brubeck", "bench/apps/hello_bench.py:app", "/await/json"),
+    ]:
+        result = subprocess.run(
+            [sys.executable, "-c", code, "100", which, target, path],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=instructions.REPO,
+        )
+        assert result.returncode == 0, result.stderr

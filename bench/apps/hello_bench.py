@@ -3,8 +3,9 @@
 Each case exists twice, ``/...`` with a ``def`` handler and ``/async/...`` with an
 ``async def`` one that awaits nothing: Brubeck answers both inline, without a task (the
 second after reading the function's bytecode once). ``/await/json`` awaits for real, so it
-is an asyncio task per request: the benchmarks show what awaiting costs. bench/bare_handler.py answers the same paths with the same
-bytes, which keeps the comparison with the framework-free baseline fair.
+is an asyncio task per request: the benchmarks show what awaiting costs.
+bench/bare_handler.py answers the same paths with the same bytes, which keeps the comparison
+with the framework-free baseline fair.
 
     python -m brubeck run bench/apps/hello_bench.py:app --pull ADDR --pub ADDR
 """
