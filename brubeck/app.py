@@ -19,16 +19,16 @@ import logging
 import os
 import signal
 from collections.abc import Callable, Iterable
-from functools import partial
 from time import perf_counter
-from types import CoroutineType, SimpleNamespace
+from types import SimpleNamespace
 from typing import Any
 
 from .access import AccessHook, access_hook
+from .awaiting import AwaitingRequests, logged
 from .connection import Mongrel2Connection
 from .eager import SUSPENDS, value_now
 from .errors import HTTPError
-from .handlers import MessageHandler, WebMessageHandler, as_response
+from .handlers import MessageHandler, WebMessageHandler
 from .inflight import InFlight
 from .loops import event_loop_factory
 from .ordering import AnswerOrder
@@ -45,7 +45,7 @@ log = logging.getLogger("brubeck.app")
 Hook = Callable[[], Any]
 
 
-class Brubeck:
+class Brubeck(AwaitingRequests):
     """A Brubeck application.
 
     Args:
@@ -274,95 +274,6 @@ class Brubeck:
             self.router.remember(raw_method, request.message.path, found)
         return found
 
-    def _on_finish(self, handler: MessageHandler) -> None:
-        try:
-            pending = handler.on_finish()
-        except Exception:
-            log.exception("%s.on_finish failed", type(handler).__name__)
-            return
-        if pending is not None and inspect.isawaitable(pending):
-            self._spawn(_logged(pending, f"{type(handler).__name__}.on_finish"))
-
-    def _function_response(self, request: Request, result: Any) -> Response:
-        try:
-            return as_response(result)
-        except Exception as exc:
-            return self.error_response(request, exc)
-
-    # A handler that awaits runs as a task; its answer is sent by the task's done callback,
-    # so the task runs the handler's own coroutine and no wrapper around it.
-
-    def _start_task(self, request: Request, pending: Any, handler: MessageHandler | None) -> None:
-        slot = self._order.reserve(request)
-        if type(pending) is not CoroutineType:
-            pending = _awaited(pending)
-        loop = asyncio.get_running_loop()
-        if loop.get_task_factory() is None:
-            task = asyncio.Task(pending, loop=loop)  # what create_task does, minus a frame
-        else:
-            task = loop.create_task(pending)
-        self._tasks.add(task)
-        task.add_done_callback(partial(self._task_answered, slot, handler))
-        if len(self._tasks) >= self.max_in_flight and self.msg_conn is not None:
-            self.msg_conn.pause_reading()  # the rest wait in ZeroMQ's queues
-        now = loop.time()
-        timeout = (handler.timeout if handler is not None else None) or self.request_timeout
-        self._inflight.add(task, request, handler, now, now + timeout)
-
-    def _task_answered(
-        self, slot: list[Any], handler: MessageHandler | None, task: asyncio.Task[Any]
-    ) -> None:
-        request = slot[0]
-        self._inflight.discard(task, request.conn_id)
-        timed_out = bool(self._timed_out) and task in self._timed_out
-        if timed_out:
-            self._timed_out.discard(task)
-        finished = True  # then on_finish runs
-        if task.cancelled():
-            # A timeout answers 504; a client gone, or a stop, leaves nothing to send.
-            finished = timed_out
-            response = self._timed_out_response(request, handler) if timed_out else ALREADY_SENT
-        else:
-            exc = task.exception()
-            if exc is None:
-                response = self._function_response(request, task.result())
-            elif isinstance(exc, Exception):
-                response = self.error_response(request, exc)
-            else:
-                log.error("request task failed", exc_info=exc)
-                finished, response = False, ALREADY_SENT
-        slot[1] = response
-        self._order.release(request.conn_id)
-        if handler is not None and finished:
-            self._on_finish(handler)
-        self._forget(task)
-
-    def _timed_out_response(self, request: Request, handler: MessageHandler | None) -> Response:
-        timeout = getattr(handler, "timeout", None) or self.request_timeout
-        if handler is not None and handler.abort_stream():
-            log.warning("%r took longer than %ss: stream closed", request, timeout)
-            return ALREADY_SENT
-        log.warning("%r took longer than %ss: answering 504", request, timeout)
-        return self.error_response(request, HTTPError(504, f"no answer within {timeout} seconds"))
-
-    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        if len(self._tasks) >= self.max_in_flight and self.msg_conn is not None:
-            self.msg_conn.pause_reading()  # the rest wait in ZeroMQ's queues
-        return task
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            log.error("a background task failed", exc_info=task.exception())
-        self._forget(task)
-
-    def _forget(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if len(self._tasks) < self.max_in_flight and self.msg_conn is not None:
-            self.msg_conn.resume_reading()  # a no-op unless paused, and once stopping
-
     def respond(self, request: Request, response: Response) -> None:
         """Frame a response for the request's connection, then close it if HTTP says so."""
         if request.epoch != self.epoch:
@@ -512,7 +423,7 @@ class Brubeck:
                     log.exception("%s.on_connection_close failed", type(handler).__name__)
                 else:
                     if pending is not None and inspect.isawaitable(pending):
-                        self._spawn(_logged(pending, "on_connection_close"))
+                        self._spawn(logged(pending, "on_connection_close"))
             task.cancel()
 
     def _mongrel2_lost(self, queued: int, unsent: int) -> None:
@@ -548,24 +459,6 @@ class Brubeck:
         if request.upload is not None:
             request.upload.discard()
 
-    async def _housekeeping(self, interval: float) -> None:
-        """Each tick: cancel handlers past their timeout; every ``interval``, reset Mongrel2's
-        idle clock for connections held longer than that."""
-        assert self.msg_conn is not None
-        loop = asyncio.get_running_loop()
-        tick = min(1.0, interval)
-        next_ping = loop.time() + interval
-        while True:
-            await asyncio.sleep(tick)
-            now = loop.time()
-            for task in self._inflight.expired(now):
-                self._timed_out.add(task)
-                task.cancel()
-            if now >= next_ping:
-                next_ping = now + interval
-                for request in list(self._inflight.held_since(now - interval)):
-                    self.msg_conn.ctl(request.sender, request.conn_id, keep_alive=True)
-
     # Running
 
     async def serve(self) -> None:
@@ -591,7 +484,7 @@ class Brubeck:
             keep_alive.cancel()
             # Requests ZeroMQ already queued for this process are answered, not dropped.
             for raw in self.msg_conn.stop_receiving():
-                self._handle_logged(raw)
+                self._handlelogged(raw)
             await self._drain()
             for hook in self._on_shutdown:
                 try:
@@ -600,27 +493,11 @@ class Brubeck:
                     log.exception("an on_shutdown hook failed")
             await self.msg_conn.close()
 
-    def _handle_logged(self, raw: bytes) -> None:
+    def _handlelogged(self, raw: bytes) -> None:
         try:
             self.handle_message(raw)
         except Exception:
             log.exception("dropped a message: handling it failed")
-
-    async def _drain(self) -> None:
-        if not self._tasks:
-            return
-        log.info(
-            "waiting up to %.1fs for %d requests in flight", self.shutdown_timeout, len(self._tasks)
-        )
-        _, pending = await asyncio.wait(set(self._tasks), timeout=self.shutdown_timeout)
-        for task in pending:
-            task.cancel()
-        if pending:
-            log.warning(
-                "cancelled %d requests still running after %.1fs",
-                len(pending),
-                self.shutdown_timeout,
-            )
 
     def stop(self) -> None:
         """Stop taking requests; ``serve`` then finishes the ones in flight."""
@@ -665,18 +542,6 @@ def _connection_policy(request: Request) -> tuple[str | None, bool]:
     if version == b"HTTP/1.0":
         return ("keep-alive", False) if keep else ("close", True)
     return (None, False) if keep else ("close", True)
-
-
-async def _awaited(pending: Any) -> Any:
-    """A coroutine for an awaitable that is not one (a task runs only coroutines)."""
-    return await pending
-
-
-async def _logged(pending: Any, what: str) -> None:
-    try:
-        await pending
-    except Exception:
-        log.exception("%s failed", what)
 
 
 async def _maybe_await(value: Any) -> Any:

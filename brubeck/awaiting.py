@@ -1,0 +1,183 @@
+"""Requests whose handler awaits: an asyncio task each, answered from its done callback.
+
+A handler that cannot suspend is answered inside ``handle_message``; one that awaits becomes
+a task that runs the handler's own coroutine, with no wrapper around it, and its answer goes
+out from the task's done callback, in its connection's order. This module is that half of
+``Brubeck`` (a base class: the state lives on the app): starting the tasks, answering them,
+their timeouts (one sweep a second rather than a timer each), Mongrel2's keep-alive for
+connections they hold, the ``max_in_flight`` limit, and waiting for them at shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from functools import partial
+from types import CoroutineType
+from typing import TYPE_CHECKING, Any
+
+from .errors import HTTPError
+from .handlers import MessageHandler, as_response
+from .response import ALREADY_SENT, Response
+
+if TYPE_CHECKING:
+    from .connection import Mongrel2Connection
+    from .inflight import InFlight
+    from .ordering import AnswerOrder
+    from .request import Request
+
+log = logging.getLogger("brubeck.app")
+
+
+class AwaitingRequests:
+    """The tasks of a ``Brubeck`` app: requests whose handler awaits, and background work."""
+
+    # Set by Brubeck.__init__.
+    msg_conn: Mongrel2Connection | None
+    max_in_flight: int
+    shutdown_timeout: float
+    request_timeout: float
+    _tasks: set[asyncio.Task[Any]]
+    _timed_out: set[asyncio.Task[Any]]
+    _inflight: InFlight
+    _order: AnswerOrder
+
+    if TYPE_CHECKING:
+
+        def error_response(self, request: Request, exc: BaseException) -> Response: ...
+
+    def _on_finish(self, handler: MessageHandler) -> None:
+        try:
+            pending = handler.on_finish()
+        except Exception:
+            log.exception("%s.on_finish failed", type(handler).__name__)
+            return
+        if pending is not None and inspect.isawaitable(pending):
+            self._spawn(logged(pending, f"{type(handler).__name__}.on_finish"))
+
+    def _function_response(self, request: Request, result: Any) -> Response:
+        try:
+            return as_response(result)
+        except Exception as exc:
+            return self.error_response(request, exc)
+
+    # A handler that awaits runs as a task; its answer is sent by the task's done callback,
+    # so the task runs the handler's own coroutine and no wrapper around it.
+
+    def _start_task(self, request: Request, pending: Any, handler: MessageHandler | None) -> None:
+        slot = self._order.reserve(request)
+        if type(pending) is not CoroutineType:
+            pending = _awaited(pending)
+        loop = asyncio.get_running_loop()
+        if loop.get_task_factory() is None:
+            task = asyncio.Task(pending, loop=loop)  # what create_task does, minus a frame
+        else:
+            task = loop.create_task(pending)
+        self._tasks.add(task)
+        task.add_done_callback(partial(self._task_answered, slot, handler))
+        if len(self._tasks) >= self.max_in_flight and self.msg_conn is not None:
+            self.msg_conn.pause_reading()  # the rest wait in ZeroMQ's queues
+        now = loop.time()
+        timeout = (handler.timeout if handler is not None else None) or self.request_timeout
+        self._inflight.add(task, request, handler, now, now + timeout)
+
+    def _task_answered(
+        self, slot: list[Any], handler: MessageHandler | None, task: asyncio.Task[Any]
+    ) -> None:
+        request = slot[0]
+        self._inflight.discard(task, request.conn_id)
+        timed_out = bool(self._timed_out) and task in self._timed_out
+        if timed_out:
+            self._timed_out.discard(task)
+        finished = True  # then on_finish runs
+        if task.cancelled():
+            # A timeout answers 504; a client gone, or a stop, leaves nothing to send.
+            finished = timed_out
+            response = self._timed_out_response(request, handler) if timed_out else ALREADY_SENT
+        else:
+            exc = task.exception()
+            if exc is None:
+                response = self._function_response(request, task.result())
+            elif isinstance(exc, Exception):
+                response = self.error_response(request, exc)
+            else:
+                log.error("request task failed", exc_info=exc)
+                finished, response = False, ALREADY_SENT
+        slot[1] = response
+        self._order.release(request.conn_id)
+        if handler is not None and finished:
+            self._on_finish(handler)
+        self._forget(task)
+
+    def _timed_out_response(self, request: Request, handler: MessageHandler | None) -> Response:
+        timeout = getattr(handler, "timeout", None) or self.request_timeout
+        if handler is not None and handler.abort_stream():
+            log.warning("%r took longer than %ss: stream closed", request, timeout)
+            return ALREADY_SENT
+        log.warning("%r took longer than %ss: answering 504", request, timeout)
+        return self.error_response(request, HTTPError(504, f"no answer within {timeout} seconds"))
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        if len(self._tasks) >= self.max_in_flight and self.msg_conn is not None:
+            self.msg_conn.pause_reading()  # the rest wait in ZeroMQ's queues
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("a background task failed", exc_info=task.exception())
+        self._forget(task)
+
+    def _forget(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if len(self._tasks) < self.max_in_flight and self.msg_conn is not None:
+            self.msg_conn.resume_reading()  # a no-op unless paused, and once stopping
+
+    async def _housekeeping(self, interval: float) -> None:
+        """Each tick: cancel handlers past their timeout; every ``interval``, reset Mongrel2's
+        idle clock for connections held longer than that."""
+        assert self.msg_conn is not None
+        loop = asyncio.get_running_loop()
+        tick = min(1.0, interval)
+        next_ping = loop.time() + interval
+        while True:
+            await asyncio.sleep(tick)
+            now = loop.time()
+            for task in self._inflight.expired(now):
+                self._timed_out.add(task)
+                task.cancel()
+            if now >= next_ping:
+                next_ping = now + interval
+                for request in list(self._inflight.held_since(now - interval)):
+                    self.msg_conn.ctl(request.sender, request.conn_id, keep_alive=True)
+
+    async def _drain(self) -> None:
+        if not self._tasks:
+            return
+        log.info(
+            "waiting up to %.1fs for %d requests in flight", self.shutdown_timeout, len(self._tasks)
+        )
+        _, pending = await asyncio.wait(set(self._tasks), timeout=self.shutdown_timeout)
+        for task in pending:
+            task.cancel()
+        if pending:
+            log.warning(
+                "cancelled %d requests still running after %.1fs",
+                len(pending),
+                self.shutdown_timeout,
+            )
+
+
+async def _awaited(pending: Any) -> Any:
+    """A coroutine for an awaitable that is not one (a task runs only coroutines)."""
+    return await pending
+
+
+async def logged(pending: Any, what: str) -> None:
+    try:
+        await pending
+    except Exception:
+        log.exception("%s failed", what)
