@@ -375,7 +375,7 @@ class Brubeck(AwaitingRequests):
 
     def error_response(self, request: Request, exc: BaseException) -> Response:
         """The response for an exception raised outside a handler class (routing, functions)."""
-        exc_info = None
+        exc_info: Any = None
         if not isinstance(exc, HTTPError):
             log.error("uncaught exception for %r", request, exc_info=exc)
             exc_info = (type(exc), exc, exc.__traceback__)

@@ -178,10 +178,10 @@ class Request:
         self.sender = message.sender
         self.conn_id = message.conn_id
         self._body: bytes | None = message.body
-        method = message.headers.get(b"METHOD", b"")
-        self.method = _METHODS.get(method) or (
-            method if type(method) is bytes else method[-1]
-        ).decode("latin-1")
+        method: Any = message.headers.get(b"METHOD", b"")
+        if type(method) is not bytes:
+            method = method[-1]  # repeated: the last; not bytes at all: refused by the caller
+        self.method = _METHODS.get(method) or method.decode("latin-1")
         self._path: str | None = None
         self._headers: Headers | None = None
         self._arguments: dict[str, list[str]] | None = None

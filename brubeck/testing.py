@@ -203,7 +203,7 @@ class TestClient:
 
     def _drain_ready(self) -> None:
         assert self._sub is not None
-        sync = zmq.Socket.shadow(self._sub.underlying)
+        sync: zmq.Socket[bytes] = zmq.Socket.shadow(self._sub.underlying)
         while True:
             try:
                 raw = sync.recv(zmq.NOBLOCK)
@@ -264,9 +264,9 @@ class TestClient:
         # The app sends the close right after the reply, so it is already queued if it exists.
         self._drain_ready()
         pending = self._inbox.get(b"%d" % conn_id)
-        closed = bool(pending) and pending[0] == b""
-        if closed:
-            pending.pop(0)  # type: ignore[union-attr]
+        closed = pending is not None and bool(pending) and pending[0] == b""
+        if closed and pending is not None:
+            pending.pop(0)
         response = TestResponse(reply, closed)
         for header in response.get_all("set-cookie"):
             pair = header.split(";", 1)[0]

@@ -500,3 +500,13 @@ def test_max_form_fields_size_for_url_encoded_and_multipart() -> None:
     assert request.form == {"a": ["1234567890"]}
     request = multipart_request({"a": "12345678901"}, limits=limits)
     assert_413(lambda: request.form, "max_form_fields_size")
+
+
+def test_the_method_is_text_and_a_repeated_one_counts_once() -> None:
+    from brubeck.protocol import Message
+
+    for raw, text in [(b"GET", "GET"), (b"PROPFIND", "PROPFIND"), ([b"PUT", b"POST"], "POST")]:
+        message = Message(b"S", b"1", b"/", {b"METHOD": raw}, b"")
+        assert Request(message).method == text
+    with pytest.raises((TypeError, AttributeError)):  # the app drops such a message, logged
+        Request(Message(b"S", b"1", b"/", {b"METHOD": 5}, b""))  # type: ignore[dict-item]
