@@ -17,7 +17,6 @@ import asyncio
 import inspect
 import logging
 import os
-import signal
 from collections.abc import Callable, Iterable
 from time import perf_counter
 from types import SimpleNamespace
@@ -30,7 +29,7 @@ from .eager import SUSPENDS, value_now
 from .errors import HTTPError
 from .handlers import MessageHandler, WebMessageHandler
 from .inflight import InFlight
-from .loops import event_loop_factory
+from .loops import event_loop_factory, run_until_signal
 from .ordering import AnswerOrder
 from .protocol import NOTICE_PATH, ProtocolError, parse
 from .request import BodyLimits, Request
@@ -512,15 +511,8 @@ class Brubeck(AwaitingRequests):
         (uvloop when it is installed).
         """
         factory = event_loop_factory(loop or self.settings.get("event_loop") or "asyncio")
-        if not logging.getLogger().handlers:
-            logging.basicConfig(
-                level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-            )
 
-        async def main() -> None:
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, self.stop)
+        async def serve() -> None:
             log.info(
                 "Brubeck serving: pulling from %s, publishing to %s",
                 self.msg_conn.pull_addr if self.msg_conn else "?",
@@ -528,8 +520,7 @@ class Brubeck(AwaitingRequests):
             )
             await self.serve()
 
-        with asyncio.Runner(loop_factory=factory) as runner:
-            runner.run(main())
+        run_until_signal(serve, self.stop, factory)
 
 
 def _connection_policy(request: Request) -> tuple[str | None, bool]:

@@ -1,4 +1,4 @@
-"""Which event loop ``Brubeck.run`` serves on: asyncio's own, or uvloop (an optional extra).
+"""Running a server until a signal, on asyncio's own event loop or uvloop (an optional extra).
 
 uvloop schedules tasks and callbacks in C. In Brubeck's own benchmark it made no measurable
 difference (the cost of a request is the Python run for it), so asyncio is the default and
@@ -9,7 +9,9 @@ that does not use it never needs it installed.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import logging
+import signal
+from collections.abc import Awaitable, Callable
 
 EVENT_LOOPS = ("asyncio", "uvloop", "auto")
 
@@ -29,3 +31,27 @@ def event_loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | N
             "event_loop 'uvloop' needs the uvloop package: pip install 'brubeck[uvloop]'"
         ) from None
     return uvloop.new_event_loop
+
+
+def run_until_signal(
+    serve: Callable[[], Awaitable[None]],
+    stop: Callable[[], None],
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
+) -> None:
+    """Run ``serve()`` in a new event loop; SIGINT and SIGTERM call ``stop()``.
+
+    Sets up logging at INFO first if nothing did, so a plain script still says what it does.
+    """
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop)
+        await serve()
+
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(main())

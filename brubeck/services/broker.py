@@ -32,8 +32,8 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
+from ..loops import run_until_signal
 from . import mdp
-from .running import run_until_signal
 from .sockets import LoopSocket, bind_or_connect
 
 log = logging.getLogger("brubeck.services.broker")

@@ -24,9 +24,10 @@ import zmq
 import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
+from ..loops import run_until_signal
 from .errors import PayloadError, ServiceUnavailable
 from .payload import decode, encode
-from .running import Handler, call_handler, run_until_signal
+from .running import Handler, call_handler
 from .sockets import bind_or_connect
 
 log = logging.getLogger("brubeck.services.jobs")

@@ -24,10 +24,11 @@ from typing import Any, TypeVar
 import zmq
 import zmq.asyncio
 
+from ..loops import run_until_signal
 from . import mdp
 from .errors import PayloadError
 from .payload import decode, encode, encode_error
-from .running import Handler, call_handler, run_until_signal
+from .running import Handler, call_handler
 from .sockets import LoopSocket
 
 log = logging.getLogger("brubeck.services.worker")
