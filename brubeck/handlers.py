@@ -404,11 +404,7 @@ class MessageHandler:
                     return self._execute_async(prepared, args, kwargs)
             if self._finished:
                 return self.render()
-            name = _VERB_NAMES.get(self.message.method)
-            verb = getattr(self, name, None) if name is not None else None
-            if verb is None:
-                verb = self._verb()
-            result = verb(*args, **kwargs)
+            result = self._verb()(*args, **kwargs)
             if type(result) is Response:
                 self._finished = True
                 return result
