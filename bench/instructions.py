@@ -15,6 +15,7 @@ valgrind``); takes about 30 s per case.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -68,7 +69,10 @@ def count(which: str, target: str, path: str, number: int) -> int:
     code = CHILD.format(bench=str(HERE), repo=str(REPO))
     argv = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
     argv += [sys.executable, "-c", code, str(number), which, target, path]
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=REPO)
+    # A fixed hash seed: with a random one, dict and set layouts (so the instructions run to
+    # probe them) change from run to run, by about 2%.
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=REPO, env=env)
     found = re.search(r"Collected : (\d+)", result.stderr)
     if result.returncode != 0 or found is None:
         raise RuntimeError(f"valgrind failed ({result.returncode}):\n{result.stderr[-2000:]}")
