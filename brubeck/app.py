@@ -284,11 +284,7 @@ class Brubeck(AwaitingRequests):
             if request.upload is not None:
                 request.upload.discard()
             return
-        headers = request.message.headers
-        if b"connection" not in headers and headers.get(b"VERSION") == b"HTTP/1.1":
-            connection, close = None, False  # the common case, without a call
-        else:
-            connection, close = _connection_policy(request)
+        connection, close = _connection_policy(request)
         conn = self.msg_conn
         if conn is None:
             raise RuntimeError("this Brubeck app has no msg_conn to answer through")
