@@ -84,9 +84,8 @@ class Brubeck(AwaitingRequests):
         self._on_startup: list[Hook] = []
         self._on_shutdown: list[Hook] = []
         self._tasks: set[asyncio.Task[Any]] = set()
-        #: Pipelined answers leave in request order; its queues, for the hot path's check.
+        #: Pipelined answers leave in request order.
         self._order = AnswerOrder(self.respond)
-        self._waiting = self._order.queues
         self._inflight = InFlight()
         self._timed_out: set[asyncio.Task[Any]] = set()
         #: seconds an awaiting handler may run (checked every second); handler.timeout wins
@@ -246,10 +245,7 @@ class Brubeck(AwaitingRequests):
             self._order.deliver(request, self.error_response(request, exc))
             return
         if isinstance(result, Response):
-            if self._waiting and request.conn_id in self._waiting:
-                self._order.deliver(request, result)
-            else:
-                self.respond(request, result)
+            self._order.deliver(request, result)
             if handler is not None and route.finishes:
                 self._on_finish(handler)
         elif handler is not None or inspect.isawaitable(result):
@@ -434,7 +430,7 @@ class Brubeck(AwaitingRequests):
         websockets = self.websockets.mongrel2_lost()
         for conn_id in self._inflight.conn_ids():
             self._forget_connection(conn_id)
-        self._waiting.clear()
+        self._order.queues.clear()
         self._windows.clear()
         self._timed_out.clear()  # cancelled by this, not by their timeout: no 504
         log.warning(

@@ -677,7 +677,7 @@ async def test_pipelined_answers_keep_request_order() -> None:
         first = TestResponse(await client.receive(7), closed=False)
         second = TestResponse(await client.receive(7), closed=False)
         assert (first.text, second.text) == ("slow", "fast")
-        assert app._waiting == {}
+        assert app._order.queues == {}
 
 
 async def test_a_forged_upload_header_without_a_body_is_answered() -> None:
@@ -852,10 +852,10 @@ async def test_pipelined_answers_and_credit_windows_of_a_lost_mongrel2_are_forgo
     side = await over_tcp(app)
     await side.push.send(message(b"/hold/old", 5, DOWNLOAD_CREDITS=b"102400"))
     await side.push.send(message(b"/now", 5))  # pipelined: waits for the one before
-    await until(lambda: app.state.held and app._waiting.get(b"5"), "the pipelined request")
+    await until(lambda: app.state.held and app._order.queues.get(b"5"), "the pipelined request")
     assert app._windows
     await lose_mongrel2(app, side)
-    assert app._waiting == {} and app._windows == {}
+    assert app._order.queues == {} and app._windows == {}
     await side.push.send(message(b"/now", 5))  # a new client: nothing to wait for
     (reply,) = await side.replies(1)
     assert targets(reply) == [5] and body(reply) == b"now"
