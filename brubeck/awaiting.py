@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+from collections.abc import Callable
 from functools import partial
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any
@@ -74,10 +75,7 @@ class AwaitingRequests:
             task = asyncio.Task(pending, loop=loop)  # what create_task does, minus a frame
         else:
             task = loop.create_task(pending)
-        self._tasks.add(task)
-        task.add_done_callback(partial(self._task_answered, slot, handler))
-        if len(self._tasks) >= self.max_in_flight and self.msg_conn is not None:
-            self.msg_conn.pause_reading()  # the rest wait in ZeroMQ's queues
+        self._track(task, partial(self._task_answered, slot, handler))
         now = loop.time()
         timeout = (handler.timeout if handler is not None else None) or self.request_timeout
         self._inflight.add(task, request, handler, now, now + timeout)
@@ -120,11 +118,15 @@ class AwaitingRequests:
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
+        self._track(task, self._task_done)
+        return task
+
+    def _track(self, task: asyncio.Task[Any], done: Callable[[asyncio.Task[Any]], None]) -> None:
+        """Count a task against ``max_in_flight`` until ``done`` runs (it calls ``_forget``)."""
         self._tasks.add(task)
-        task.add_done_callback(self._task_done)
+        task.add_done_callback(done)
         if len(self._tasks) >= self.max_in_flight and self.msg_conn is not None:
             self.msg_conn.pause_reading()  # the rest wait in ZeroMQ's queues
-        return task
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         if not task.cancelled() and task.exception() is not None:
