@@ -35,12 +35,7 @@ def never_suspends(coro: Any) -> bool:
 def value_now(awaitable: Any) -> Any:
     """The awaitable's value if it ``never_suspends`` (run now; its error is raised), else
     ``SUSPENDS``, leaving it unstarted for a task to run."""
-    if type(awaitable) is not CoroutineType:
-        return SUSPENDS
-    known = _cannot_suspend.get(awaitable.cr_code)
-    if known is None:
-        known = _learn(awaitable.cr_code)
-    if not known:
+    if not never_suspends(awaitable):
         return SUSPENDS
     try:
         awaitable.send(None)
