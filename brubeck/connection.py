@@ -252,14 +252,16 @@ class Mongrel2Connection:
 
     def _discard_queued(self) -> int:
         """Read and drop what the PULL socket holds: requests of a Mongrel2 that went away."""
-        sync, count = self._pull_sync, 0
-        if sync is None:
-            return 0
-        with contextlib.suppress(zmq.Again):
-            while True:
-                _raw_recv(sync, zmq.NOBLOCK)
-                count += 1
-        return count
+        return len(self._take_queued())
+
+    def _take_queued(self) -> list[bytes]:
+        """Everything the PULL socket holds now, read without waiting."""
+        sync, taken = self._pull_sync, []
+        if sync is not None:
+            with contextlib.suppress(zmq.Again):
+                while True:
+                    taken.append(_raw_recv(sync, zmq.NOBLOCK))
+        return taken
 
     # Receiving
 
@@ -329,12 +331,9 @@ class Mongrel2Connection:
             return []
         self.pause_reading()
         self._on_message = None
-        taken: list[bytes] = []
         if self._pull_stale:
             self._discard_queued()
-        with contextlib.suppress(zmq.Again):
-            while True:
-                taken.append(_raw_recv(sync, zmq.NOBLOCK))
+        taken = self._take_queued()
         with contextlib.suppress(zmq.ZMQError):
             pull.disconnect(self.pull_addr)
         log.debug("left %s with %d queued messages taken", self.pull_addr, len(taken))
