@@ -112,7 +112,7 @@ class AccessHook:
         fields = (
             request.remote_addr or "-",
             request.method,
-            request.message.path.decode("latin-1"),
+            request.raw_path.decode("latin-1"),
             status,
             size,
             duration,

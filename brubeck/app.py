@@ -31,7 +31,7 @@ from .handlers import MessageHandler, WebMessageHandler
 from .inflight import InFlight
 from .loops import event_loop_factory, run_until_signal
 from .ordering import AnswerOrder
-from .protocol import NOTICE_PATH, ProtocolError, parse
+from .protocol import NOTICE_PATH, Message, ProtocolError, format_address, parse_fields
 from .request import BodyLimits, Request
 from .response import ALREADY_SENT, Response, encode_response
 from .routing import Route, Router
@@ -93,6 +93,9 @@ class Brubeck(AwaitingRequests):
         #: unsafe methods must echo the ``_xsrf`` cookie (``MessageHandler.check_xsrf_cookie``)
         self.xsrf_cookies = bool(self.settings.get("xsrf_cookies", False))
         self._windows = CreditWindows()
+        #: Reply heads (``SENDER LEN:ID, ``) by (sender, connection id): keep-alive connections
+        #: ask for the same one again and again, and formatting it costs more than a lookup.
+        self._addresses: dict[tuple[bytes, bytes], bytes] = {}
         #: Bumped each time Mongrel2 goes away: a new one numbers its connections from 1
         #: again, so a request of an older epoch (``request.epoch``) is never answered.
         self.epoch = 0
@@ -177,27 +180,28 @@ class Brubeck(AwaitingRequests):
     def handle_message(self, raw: bytes) -> None:
         """Parse, route, run and answer one raw message from Mongrel2."""
         try:
-            message = parse(raw)
+            sender, conn_id, path, headers, body = parse_fields(raw)
         except ProtocolError as exc:
             log.warning("dropped a malformed message from Mongrel2 (%d bytes): %s", len(raw), exc)
             return
-        if message.path == NOTICE_PATH:
-            self.handle_notice(message)
+        if path == NOTICE_PATH:
+            self.handle_notice(Message(sender, conn_id, path, headers, body))
             return
         conn = self.msg_conn
         if conn is not None and conn.sender_id is None:
-            conn.sender_id = message.sender
-        headers = message.headers
-        stage = upload_stage(headers, message.body) if START in headers else None
+            conn.sender_id = sender
+        stage = upload_stage(headers, body) if START in headers else None
         try:
-            request = Request(message, self.body_limits, self.epoch)
+            request = Request.from_fields(
+                sender, conn_id, path, headers, body, self.body_limits, self.epoch
+            )
         except (TypeError, AttributeError, IndexError):
-            log.warning("dropped a message on %r: its METHOD header is not a string", message.path)
+            log.warning("dropped a message on %r: its METHOD header is not a string", path)
             return
         if self._access_log is not None:
             request.started = perf_counter()
-        if b"DOWNLOAD_CREDITS" in headers and message.conn_id not in self._windows:
-            self._windows.open(message.conn_id, headers[b"DOWNLOAD_CREDITS"])
+        if b"DOWNLOAD_CREDITS" in headers and conn_id not in self._windows:
+            self._windows.open(conn_id, headers[b"DOWNLOAD_CREDITS"])
         if stage is not None:
             if stage == "start":
                 self._upload_started(request)
@@ -212,20 +216,15 @@ class Brubeck(AwaitingRequests):
         if method in WEBSOCKET_METHODS:  # one set lookup: cheaper than testing a prefix first
             self.websockets.handle(request, raw)
             return
-        raw_method = headers.get(b"METHOD")
-        found = (
-            self.router.cache.get((raw_method, message.path)) if type(raw_method) is bytes else None
-        )
+        found = self.router.cache.get((method, path))
         try:
             if b"content-length" in headers:
                 request.check_content_length()
             if found is None:
-                if method in ("JSON", "XML") or raw_method is None:
-                    log.warning(
-                        "dropped a %r message on %r: not an HTTP request", method, message.path
-                    )
+                if method in ("JSON", "XML") or not method:
+                    log.warning("dropped a %r message on %r: not an HTTP request", method, path)
                     return
-                found = self._route(request, raw_method)
+                found = self._route(request)
             route, args, kwargs = found
             target = route.target
             if route.is_class:
@@ -253,9 +252,7 @@ class Brubeck(AwaitingRequests):
         else:
             self._order.deliver(request, self._function_response(request, result))
 
-    def _route(
-        self, request: Request, raw_method: Any
-    ) -> tuple[Route, tuple[str, ...], dict[str, str]]:
+    def _route(self, request: Request) -> tuple[Route, tuple[str, ...], dict[str, str]]:
         """Match a request the route cache does not know; raises 404 or 405."""
         method = request.method
         route, args, kwargs, allowed = self.router.match(method, request.path)
@@ -265,8 +262,7 @@ class Brubeck(AwaitingRequests):
                 raise HTTPError(405, f"{method} is not allowed here", {"Allow": allow})
             raise HTTPError(404, f"nothing here at {request.path}")
         found = (route, args, kwargs)
-        if type(raw_method) is bytes:
-            self.router.remember(raw_method, request.message.path, found)
+        self.router.remember(method, request.raw_path, found)
         return found
 
     def respond(self, request: Request, response: Response) -> None:
@@ -288,7 +284,11 @@ class Brubeck(AwaitingRequests):
         windowed = bool(self._windows) and cid in self._windows
         # Mongrel2's address goes first, in the same copy as the response (not windowed: a
         # window splits the bytes, each piece with its own address).
-        envelope = b"" if windowed else b"%s %d:%s, " % (request.sender, len(cid), cid)
+        envelope = (
+            b""
+            if windowed
+            else self._addresses.get((request.sender, cid)) or self._address(request.sender, cid)
+        )
         try:
             data = encode_response(
                 response.status,
@@ -314,6 +314,13 @@ class Brubeck(AwaitingRequests):
                 conn.close_connection(request)
         if request.upload is not None:
             request.upload.discard()
+
+    def _address(self, sender: bytes, conn_id: bytes) -> bytes:
+        """Format and remember a reply head; ids are reused, so the table stays small."""
+        if len(self._addresses) >= 4096:
+            self._addresses.clear()
+        address = self._addresses[sender, conn_id] = format_address(sender, conn_id)
+        return address
 
     def send_to(self, request: Request, data: bytes) -> None:
         """Send bytes to a request's connection, within its credit window if it has one."""
@@ -517,7 +524,7 @@ class Brubeck(AwaitingRequests):
 
 def _connection_policy(request: Request) -> tuple[str | None, bool]:
     """The Connection header to send and whether to close after the response."""
-    headers = request.message.headers
+    headers = request.raw_headers
     version = headers.get(b"VERSION")
     if b"connection" not in headers and version == b"HTTP/1.1":
         return None, False

@@ -48,6 +48,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("brubeck.handlers")
 
+_new_object = object.__new__
+
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType] | tuple[None, None, None]
 HandlerResult = Response | Awaitable[Response]
 
@@ -380,7 +382,7 @@ class MessageHandler:
         headers = self._headers + [content_type]  # noqa: RUF005 - concatenation is faster here
         chunks = self._body
         # A Response from parts this handler already checked: no re-validation on the hot path.
-        response = Response.__new__(Response)
+        response = _new_object(Response)
         response.status = self._status
         response.reason = self._reason
         response.headers = headers

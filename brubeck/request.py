@@ -21,6 +21,8 @@ from .errors import HTTPError
 from .multipart import Fields, Files, UploadedFile, parse_boundary, parse_multipart
 from .protocol import HeaderValue, Message
 
+_new_object = object.__new__
+
 _FORM_TYPE = "application/x-www-form-urlencoded"
 _MULTIPART_TYPE = "multipart/form-data"
 
@@ -149,14 +151,16 @@ class Request:
         "_cookies",
         "_headers",
         "_json",
+        "_message",
         "_parsed",
         "_path",
         "_request_id",
         "conn_id",
         "epoch",
         "limits",
-        "message",
         "method",
+        "raw_headers",
+        "raw_path",
         "sender",
         "started",
         "upload",
@@ -168,17 +172,52 @@ class Request:
     def __init__(
         self, message: Message, limits: BodyLimits = DEFAULT_LIMITS, epoch: int = 0
     ) -> None:
-        self.message = message
+        self._fill(
+            message.sender, message.conn_id, message.path, message.headers, message.body, limits
+        )
         #: the app's ``epoch`` when this arrived: once Mongrel2 goes away (and a new one reuses
         #: its connection ids), nothing more is sent for this request; -1 once that was logged
         self.epoch = epoch
+        self._message: Message | None = message
+
+    @classmethod
+    def from_fields(
+        cls,
+        sender: bytes,
+        conn_id: bytes,
+        path: bytes,
+        headers: dict[bytes, HeaderValue],
+        body: bytes,
+        limits: BodyLimits,
+        epoch: int,
+    ) -> Request:
+        """A request from ``protocol.parse_fields``: the hot path makes no ``Message``."""
+        request = _new_object(cls)
+        request._fill(sender, conn_id, path, headers, body, limits)
+        request.epoch = epoch
+        request._message = None
+        return request
+
+    def _fill(
+        self,
+        sender: bytes,
+        conn_id: bytes,
+        path: bytes,
+        headers: dict[bytes, HeaderValue],
+        body: bytes,
+        limits: BodyLimits,
+    ) -> None:
+        self.sender = sender
+        self.conn_id = conn_id
+        #: the path as Mongrel2 sent it (``path`` is the decoded text)
+        self.raw_path = path
+        #: Mongrel2's header dict: its own upper-case keys and the client's lower-case ones
+        self.raw_headers = headers
+        self._body: bytes | None = body
+        self.limits = limits
         #: the file Mongrel2 streamed a large or chunked body into (``uploads.Upload``), or None
         self.upload: Any = None
-        self.limits = limits
-        self.sender = message.sender
-        self.conn_id = message.conn_id
-        self._body: bytes | None = message.body
-        method: Any = message.headers.get(b"METHOD", b"")
+        method: Any = headers.get(b"METHOD", b"")
         if type(method) is not bytes:
             method = method[-1]  # repeated: the last; not bytes at all: refused by the caller
         self.method = _METHODS.get(method) or method.decode("latin-1")
@@ -189,8 +228,18 @@ class Request:
         self._json: Any = _UNSET
         self._parsed: tuple[Fields, Files] | None = None
 
+    @property
+    def message(self) -> Message:
+        """The request as Mongrel2's ``Message`` (made on first use)."""
+        message = self._message
+        if message is None:
+            body = self._body if self._body is not None else b""
+            message = Message(self.sender, self.conn_id, self.raw_path, self.raw_headers, body)
+            self._message = message
+        return message
+
     def _fact(self, key: bytes, default: str = "") -> str:
-        value = self.message.headers.get(key)
+        value = self.raw_headers.get(key)
         if value is None:
             return default
         return _text(value) if isinstance(value, bytes) else _text(value[-1])
@@ -232,14 +281,14 @@ class Request:
         try:
             return self._request_id
         except AttributeError:
-            self._request_id = request_id_from(self.message.headers)
+            self._request_id = request_id_from(self.raw_headers)
             return self._request_id
 
     @property
     def path(self) -> str:
         """The percent-decoded path (UTF-8); invalid UTF-8 is a 400."""
         if self._path is None:
-            raw = self.message.path
+            raw = self.raw_path
             try:
                 text = raw.decode("utf-8")
                 if "%" in text:
@@ -254,7 +303,7 @@ class Request:
     @property
     def headers(self) -> Headers:
         if self._headers is None:
-            self._headers = Headers(self.message.headers)
+            self._headers = Headers(self.raw_headers)
         return self._headers
 
     @property
@@ -326,9 +375,9 @@ class Request:
 
     def check_content_length(self) -> None:
         """Refuse, before any handler runs, a body the client declares over ``max_body_size``."""
-        headers = self.message.headers
+        headers = self.raw_headers
         declared = headers.get(b"content-length")
-        if declared is None or (not self.message.body and b"x-mongrel2-upload-done" in headers):
+        if declared is None or (not self._body and b"x-mongrel2-upload-done" in headers):
             return  # a body Mongrel2 spooled to a file is not in memory
         limit = self.limits.max_body_size
         for value in [declared] if isinstance(declared, bytes) else declared:
@@ -390,7 +439,7 @@ class Request:
         Query values come first, then the form's.
         """
         if self._arguments is None:
-            query = self.message.headers.get(b"QUERY", b"")
+            query = self.raw_headers.get(b"QUERY", b"")
             args = parse_query(query if isinstance(query, bytes) else query[-1])
             if self.body:
                 for name, values in self.form.items():
@@ -412,7 +461,7 @@ class Request:
         return self._json
 
     def __repr__(self) -> str:
-        return f"<Request {self.method} {self.message.path!r} conn={self.conn_id!r}>"
+        return f"<Request {self.method} {self.raw_path!r} conn={self.conn_id!r}>"
 
 
 def _too_large(what: str, limit: int) -> str:

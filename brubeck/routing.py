@@ -107,7 +107,7 @@ class Router:
         #: (method, raw path) → a previous successful match. Hot paths repeat: a hit skips
         #: decoding and every regex. Only matches are remembered (a flood of unknown paths
         #: cannot grow it), it is cleared when full, and readers must not mutate the kwargs.
-        self.cache: dict[tuple[bytes, bytes], tuple[Route, tuple[str, ...], dict[str, str]]] = {}
+        self.cache: dict[tuple[str, bytes], tuple[Route, tuple[str, ...], dict[str, str]]] = {}
 
     def add(
         self,
@@ -132,7 +132,7 @@ class Router:
 
     def remember(
         self,
-        method: bytes,
+        method: str,
         raw_path: bytes,
         found: tuple[Route, tuple[str, ...], dict[str, str]],
     ) -> None:

@@ -113,7 +113,7 @@ def check_upload_start(app: Brubeck, request: Request) -> None:
             raise HTTPError(405, headers={"Allow": ", ".join(sorted(allowed))})
         raise HTTPError(404, f"nothing here at {request.path}")
     limit = int(app.settings.get("max_upload_size", 1 << 30))
-    length = request.message.headers.get(b"content-length")
+    length = request.raw_headers.get(b"content-length")
     if isinstance(length, bytes) and length.isdigit() and int(length) > limit:
         raise HTTPError(413, f"uploads are limited to {limit} bytes")
     accept = getattr(route.target, "accept_upload", None) if route.is_class else None

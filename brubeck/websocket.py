@@ -312,7 +312,7 @@ class WebSocketHandler(MessageHandler):
             return
         body = request.body
         try:
-            opcode = parse_flags(request.message.headers.get(b"FLAGS"))
+            opcode = parse_flags(request.raw_headers.get(b"FLAGS"))
             if opcode == Opcode.CLOSE:
                 self._close_received(body)
             elif opcode == Opcode.PING:

@@ -117,7 +117,7 @@ class WebSocketRegistry:
             return
         self._remember(cid)
         try:
-            opcode = parse_flags(request.message.headers.get(b"FLAGS"))
+            opcode = parse_flags(request.raw_headers.get(b"FLAGS"))
         except ValueError:
             opcode = Opcode.CLOSE
         if opcode != Opcode.CLOSE:
