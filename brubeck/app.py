@@ -281,7 +281,7 @@ class Brubeck(AwaitingRequests):
         if conn is None:
             raise RuntimeError("this Brubeck app has no msg_conn to answer through")
         cid = request.conn_id
-        windowed = bool(self._windows) and cid in self._windows
+        windowed = cid in self._windows if self._windows else False
         # Mongrel2's address goes first, in the same copy as the response (not windowed: a
         # window splits the bytes, each piece with its own address).
         envelope = (

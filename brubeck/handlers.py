@@ -77,8 +77,8 @@ class MessageHandler:
     #: ``request_timeout`` setting (300 by default).
     timeout: float | None = None
 
-    # Response state a handler starts with; set on the instance once it changes. Class-level
-    # defaults keep construction (once per request) down to the attributes that must be new.
+    # Response state a handler starts with. ``__init__`` sets the ones every response reads;
+    # ``_stream`` stays a class default until a handler streams.
     _status = 200
     _reason: str | None = None
     _content_type: str | None = None
@@ -90,6 +90,12 @@ class MessageHandler:
         self.message = message
         self._headers: list[tuple[str, str]] = []  # all but Content-Type
         self._body: list[bytes] = []
+        # Set here although the class has them too: Python 3.11 reads an instance attribute
+        # about three times as fast as a class one, and every render reads these.
+        self._status = 200
+        self._reason = None
+        self._content_type = None
+        self._finished = False
         if kwargs or type(self).initialize is not _BASE_INITIALIZE:
             self.initialize(**kwargs)
 
@@ -506,8 +512,7 @@ class MessageHandler:
 
     def _verb(self) -> Any:
         method = self.message.method
-        name = _VERB_NAMES.get(method)
-        verb = getattr(self, name, None) if name is not None else None
+        verb = getattr(self, _VERB_NAMES.get(method, ""), None)  # "" names no attribute
         if verb is None and method == "HEAD":
             verb = getattr(self, "get", None)
         if verb is None:
