@@ -242,6 +242,83 @@ async def test_a_failing_callback_is_logged_and_reading_goes_on(
     assert "handling it failed" in caplog.text
 
 
+# Replies held while a run of messages is handled
+
+
+async def hold_and_count(
+    mongrel2: Mongrel2Side, connection: Mongrel2Connection, count: int
+) -> list[int]:
+    """Reply to ``count`` messages from the receive loop; ``pending`` after each reply."""
+    pending: list[int] = []
+    for n in range(count):
+        await mongrel2.push.send(b"%d" % n)
+    await asyncio.sleep(0.05)  # all of them queued, so one wakeup reads them together
+
+    def on_message(raw: bytes) -> None:
+        connection.send(None, raw, b"answer " + raw)
+        pending.append(connection.pending)
+
+    connection.start_reading(on_message)
+    async with asyncio.timeout(2):
+        while len(pending) < count:
+            await asyncio.sleep(0.01)
+    return pending
+
+
+async def test_replies_of_a_run_of_messages_leave_together_at_its_end(
+    mongrel2: Mongrel2Side, conn: Mongrel2Connection
+) -> None:
+    pending = await hold_and_count(mongrel2, conn, 5)
+    assert pending == [1, 2, 3, 4, 5]  # held, not yet handed to ZeroMQ
+    replies = await mongrel2.replies(5)
+    assert replies == [b"brubeck-1 1:%d, answer %d" % (n, n) for n in range(5)]
+    assert conn.pending == 0
+
+
+async def test_reply_batch_bounds_how_many_replies_wait(mongrel2: Mongrel2Side) -> None:
+    connection = mongrel2.connection(sender_id="S", reply_batch=2)
+    connection.open()
+    try:
+        assert await hold_and_count(mongrel2, connection, 5) == [1, 2, 1, 2, 1]
+        assert await mongrel2.replies(5) == [b"S 1:%d, answer %d" % (n, n) for n in range(5)]
+    finally:
+        await connection.close(flush_timeout=0.5)
+
+
+async def test_outside_the_receive_loop_a_reply_is_sent_at_once(
+    mongrel2: Mongrel2Side, conn: Mongrel2Connection
+) -> None:
+    conn.send(None, 1, b"now")
+    assert conn.pending == 0
+    assert await mongrel2.replies(1) == [b"brubeck-1 1:1, now"]
+
+
+async def test_a_held_reply_that_cannot_be_queued_is_logged_and_the_rest_still_go(
+    mongrel2: Mongrel2Side, caplog: pytest.LogCaptureFixture
+) -> None:
+    connection = Mongrel2Connection(
+        mongrel2.pull_addr,
+        "inproc://nobody-listens",
+        "S",
+        context=mongrel2.context,
+        backlog_limit=2,
+    )
+    connection.open()
+    try:
+        pending = await hold_and_count(mongrel2, connection, 3)
+        assert pending == [1, 2, 3]
+        assert connection.pending == 2  # two wait for a subscriber; the third had no room
+        assert "dropped a reply of" in caplog.text
+        assert "2 replies are waiting" in caplog.text
+    finally:
+        await connection.close(flush_timeout=0.01)
+
+
+def test_reply_batch_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="reply_batch must be at least 1"):
+        Mongrel2Connection("inproc://a", "inproc://b", reply_batch=0)
+
+
 # Sending
 
 
