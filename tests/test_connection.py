@@ -288,6 +288,8 @@ async def test_reply_batch_bounds_how_many_replies_wait(mongrel2: Mongrel2Side) 
 async def test_outside_the_receive_loop_a_reply_is_sent_at_once(
     mongrel2: Mongrel2Side, conn: Mongrel2Connection
 ) -> None:
+    conn.send(None, 1, b"first")
+    assert await mongrel2.replies(1) == [b"brubeck-1 1:1, first"]  # Mongrel2 has subscribed
     conn.send(None, 1, b"now")
     assert conn.pending == 0
     assert await mongrel2.replies(1) == [b"brubeck-1 1:1, now"]
