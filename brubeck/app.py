@@ -244,7 +244,10 @@ class Brubeck(AwaitingRequests):
             self._order.deliver(request, self.error_response(request, exc))
             return
         if isinstance(result, Response):
-            self._order.deliver(request, result)
+            if self._order.queues:  # answers wait on some connection: this one may have to
+                self._order.deliver(request, result)
+            else:
+                self.respond(request, result)
             if handler is not None and route.finishes:
                 self._on_finish(handler)
         elif handler is not None or inspect.isawaitable(result):

@@ -412,7 +412,8 @@ class MessageHandler:
                     return self._execute_async(prepared, args, kwargs)
             if self._finished:
                 return self.render()
-            result = self._verb()(*args, **kwargs)
+            verb = getattr(self, _VERB_NAMES.get(self.message.method, ""), None) or self._verb()
+            result = verb(*args, **kwargs) if args or kwargs else verb()
             if type(result) is Response:
                 self._finished = True
                 return result
@@ -511,8 +512,13 @@ class MessageHandler:
         return True
 
     def _verb(self) -> Any:
+        """The verb method for the request's method: ``get`` answers HEAD too; else a 405.
+
+        ``execute`` first tries the plain lookup itself (``""`` names no attribute), without
+        this call.
+        """
         method = self.message.method
-        verb = getattr(self, _VERB_NAMES.get(method, ""), None)  # "" names no attribute
+        verb = getattr(self, _VERB_NAMES.get(method, ""), None)
         if verb is None and method == "HEAD":
             verb = getattr(self, "get", None)
         if verb is None:
