@@ -31,7 +31,14 @@ from .handlers import MessageHandler, WebMessageHandler
 from .inflight import InFlight
 from .loops import event_loop_factory, run_until_signal
 from .ordering import AnswerOrder
-from .protocol import NOTICE_PATH, Message, ProtocolError, format_address, parse_fields
+from .protocol import (
+    NOTICE_PATH,
+    Message,
+    ProtocolError,
+    format_address,
+    format_reply,
+    parse_fields,
+)
 from .request import BodyLimits, Request
 from .response import ALREADY_SENT, Response, encode_response
 from .routing import Route, Router
@@ -244,10 +251,7 @@ class Brubeck(AwaitingRequests):
             self._order.deliver(request, self.error_response(request, exc))
             return
         if isinstance(result, Response):
-            if self._order.queues:  # answers wait on some connection: this one may have to
-                self._order.deliver(request, result)
-            else:
-                self.respond(request, result)
+            self._order.deliver(request, result)
             if handler is not None and route.finishes:
                 self._on_finish(handler)
         elif handler is not None or inspect.isawaitable(result):
@@ -334,11 +338,9 @@ class Brubeck(AwaitingRequests):
         conn, sender, cid = self.msg_conn, request.sender, request.conn_id
         window = self._windows.get(cid) if self._windows else None
         if window is None:
-            conn.send_raw(b"%s %d:%s, %s" % (sender, len(cid), cid, data))
+            conn.send_raw(format_reply(sender, cid, data))
         else:
-            window.send(
-                lambda piece: conn.send_raw(b"%s %d:%s, %s" % (sender, len(cid), cid, piece)), data
-            )
+            window.send(lambda piece: conn.send_raw(format_reply(sender, cid, piece)), data)
 
     def may_stream(self, request: Request) -> bool:
         """Whether a streamed response may start: no earlier pipelined answer is pending."""

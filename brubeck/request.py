@@ -173,12 +173,15 @@ class Request:
         self, message: Message, limits: BodyLimits = DEFAULT_LIMITS, epoch: int = 0
     ) -> None:
         self._fill(
-            message.sender, message.conn_id, message.path, message.headers, message.body, limits
+            message.sender,
+            message.conn_id,
+            message.path,
+            message.headers,
+            message.body,
+            limits,
+            epoch,
+            message,
         )
-        #: the app's ``epoch`` when this arrived: once Mongrel2 goes away (and a new one reuses
-        #: its connection ids), nothing more is sent for this request; -1 once that was logged
-        self.epoch = epoch
-        self._message: Message | None = message
 
     @classmethod
     def from_fields(
@@ -193,9 +196,7 @@ class Request:
     ) -> Request:
         """A request from ``protocol.parse_fields``: the hot path makes no ``Message``."""
         request = _new_object(cls)
-        request._fill(sender, conn_id, path, headers, body, limits)
-        request.epoch = epoch
-        request._message = None
+        request._fill(sender, conn_id, path, headers, body, limits, epoch, None)
         return request
 
     def _fill(
@@ -206,7 +207,10 @@ class Request:
         headers: dict[bytes, HeaderValue],
         body: bytes,
         limits: BodyLimits,
+        epoch: int,
+        message: Message | None,
     ) -> None:
+        """Every attribute, for both constructors; ``message`` is None until it is asked for."""
         self.sender = sender
         self.conn_id = conn_id
         #: the path as Mongrel2 sent it (``path`` is the decoded text)
@@ -215,6 +219,10 @@ class Request:
         self.raw_headers = headers
         self._body: bytes | None = body
         self.limits = limits
+        #: the app's ``epoch`` when this arrived: once Mongrel2 goes away (and a new one reuses
+        #: its connection ids), nothing more is sent for this request; -1 once that was logged
+        self.epoch = epoch
+        self._message = message
         #: the file Mongrel2 streamed a large or chunked body into (``uploads.Upload``), or None
         self.upload: Any = None
         method: Any = headers.get(b"METHOD", b"")
@@ -233,7 +241,8 @@ class Request:
         """The request as Mongrel2's ``Message`` (made on first use)."""
         message = self._message
         if message is None:
-            body = self._body if self._body is not None else b""
+            # A spooled upload's message has no body; ``_body`` may hold the file's by now.
+            body = self._body if self.upload is None and self._body is not None else b""
             message = Message(self.sender, self.conn_id, self.raw_path, self.raw_headers, body)
             self._message = message
         return message

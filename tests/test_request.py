@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -9,7 +10,7 @@ import tnetstring
 
 from brubeck.errors import HTTPError
 from brubeck.multipart import encode_multipart
-from brubeck.protocol import parse
+from brubeck.protocol import parse, parse_fields
 from brubeck.request import DEFAULT_LIMITS, BodyLimits, Headers, Request, parse_query
 from tests import fixtures
 
@@ -510,3 +511,19 @@ def test_the_method_is_text_and_a_repeated_one_counts_once() -> None:
         assert Request(message).method == text
     with pytest.raises((TypeError, AttributeError)):  # the app drops such a message, logged
         Request(Message(b"S", b"1", b"/", {b"METHOD": 5}, b""))  # type: ignore[dict-item]
+
+
+def test_message_is_made_on_demand_and_keeps_mongrel2s_body() -> None:
+    fields = parse_fields(fixtures.POST_FORM)
+    request = Request.from_fields(*fields, DEFAULT_LIMITS, 3)
+    message = request.message
+    assert (message.sender, message.conn_id, message.path) == fields[:3]
+    assert message.headers is fields[3] and message.body == fields[4]
+    assert request.message is message and request.epoch == 3
+
+
+def test_message_of_a_spooled_upload_has_no_body_even_after_the_file_was_read() -> None:
+    request = Request.from_fields(b"S", b"1", b"/up", {b"METHOD": b"PUT"}, b"", DEFAULT_LIMITS, 0)
+    request.set_upload(SimpleNamespace(size=4, read=lambda: b"file"))
+    assert request.body == b"file"
+    assert request.message.body == b""
