@@ -336,11 +336,24 @@ class Mongrel2Connection:
             asyncio.get_running_loop().call_soon(self._read)  # more may wait: others go first
 
     def _send_held(self, held: list[bytes]) -> None:
+        """``_send_now`` for each held reply, with its checks made once for the whole run."""
+        if not self._backlog and self._live:
+            sync, nowait, again = self._pub_sync, zmq.NOBLOCK, zmq.Again
+            for index, data in enumerate(held):
+                try:
+                    _raw_send(sync, data, nowait)
+                except again:  # ZeroMQ is full: this reply and the rest wait, in order
+                    held = held[index:]
+                    break
+                except Exception:
+                    _log_dropped(data)
+            else:
+                return
         for data in held:
             try:
-                self._send_now(data)
+                self._enqueue(data)
             except Exception:
-                log.exception("dropped a reply of %d bytes: it could not be sent", len(data))
+                _log_dropped(data)
 
     def stop_receiving(self) -> list[bytes]:
         """Take every message ZeroMQ already queued for this process, then leave Mongrel2.
@@ -473,3 +486,7 @@ class Mongrel2Connection:
 
     def __repr__(self) -> str:
         return f"Mongrel2Connection({self.pull_addr!r}, {self.pub_addr!r})"
+
+
+def _log_dropped(data: bytes) -> None:
+    log.exception("dropped a reply of %d bytes: it could not be sent", len(data))
