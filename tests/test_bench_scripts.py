@@ -96,10 +96,25 @@ async def test_bare_handler_answers_as_long_as_brubeck(isolated_imports):
         expected = bare.answer(case.at().encode())
         assert len(reply) == len(expected), case.name
 
-        def without_date(data: bytes) -> list[bytes]:
-            return [line for line in data.split(b"\r\n") if not line.startswith(b"Date:")]
-
         assert without_date(reply) == without_date(expected), case.name
+
+
+def without_date(data: bytes) -> list[bytes]:
+    return [line for line in data.split(b"\r\n") if not line.startswith(b"Date:")]
+
+
+def test_io_only_app_answers_as_the_bare_handler(isolated_imports):
+    """The diagnostic app must do the bare handler's work, no more and no less."""
+    bare, micro, capacity = bench("bare_handler"), bench("micro"), bench("capacity")
+    app = micro.load("bench/apps/io_only.py:app")
+    for path in (b"/brubeck", b"/user/42", b"/nothing"):
+        app.handle_message(capacity.request_bytes(path, 7))
+        expected = b"%s 1:7, %s" % (capacity.SENDER, bare.answer(path))
+        # the Date line may tick over between the two answers
+        assert without_date(app.msg_conn.last) == without_date(expected)
+    sent = app.msg_conn.sent
+    app.handle_message(capacity.disconnect_bytes(7))
+    assert app.msg_conn.sent == sent  # a notice gets no answer
 
 
 def test_micro_tiny(isolated_imports):
