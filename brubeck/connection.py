@@ -59,8 +59,9 @@ class Mongrel2Connection:
         reply_batch: most messages handled before the replies they made are sent: a reply
             waits for at most this many others, and the more go together, the less each
             costs Mongrel2, ZeroMQ and the kernel (32 more than halved it).
-        backlog_limit: most replies held while the socket is full or not yet subscribed;
-            past it a send raises ``BufferError`` rather than grow without bound.
+        backlog_limit: most replies held while the socket is full or not yet subscribed, or
+            made outside the receive loop in one turn of the event loop; past it a send raises
+            ``BufferError`` rather than grow without bound.
 
     ``epoch`` counts the times Mongrel2 went away; ``on_lost(queued, unsent)``, when set, is
     called at once each time, with how many of its requests and replies were discarded.
@@ -87,6 +88,7 @@ class Mongrel2Connection:
             raise ValueError(f"reply_batch must be at least 1, got {reply_batch}")
         self.reply_batch = reply_batch
         self._held: list[bytes] | None = None  # replies of the messages being handled now
+        self._turn: list[bytes] | None = None  # replies made elsewhere in this loop turn
         self.backlog_limit = backlog_limit
         self._context = context
         self._pull: zmq.asyncio.Socket | None = None
@@ -150,6 +152,7 @@ class Mongrel2Connection:
         """Send what is still queued (bounded by ``flush_timeout``), then close both sockets."""
         if self._pull is None:
             return
+        self._send_turn()  # replies made in this turn go first, or wait in the backlog
         if self._backlog:
             self._ensure_flusher()
             try:
@@ -242,8 +245,9 @@ class Mongrel2Connection:
             if queued:
                 log.info("discarded %d more messages from the Mongrel2 that went away", queued)
             return
-        unsent = len(self._backlog)
+        unsent = len(self._backlog) + len(self._turn or ())
         self._backlog.clear()
+        self._turn = None  # made in this turn for the old Mongrel2's clients
         if self.on_lost is not None:
             try:
                 self.on_lost(queued, unsent)
@@ -257,6 +261,7 @@ class Mongrel2Connection:
                 unsent,
             )
         self._backlog.clear()  # what on_lost sent was for the old Mongrel2's clients too
+        self._turn = None
 
     def _discard_queued(self) -> int:
         """Read and drop what the PULL socket holds: requests of a Mongrel2 that went away."""
@@ -313,8 +318,8 @@ class Mongrel2Connection:
         sync, handle, again, nowait = self._pull_sync, self._on_message, zmq.Again, zmq.NOBLOCK
         for start in range(0, self.max_batch, self.reply_batch):
             # Replies made while handling this run of messages are held and handed to ZeroMQ
-            # together at its end (see send_raw).
-            held: list[bytes] = []
+            # together at its end (see send_raw), after any made earlier in this turn.
+            held, self._turn = self._turn or [], None
             self._held = held
             try:
                 for _ in range(min(self.reply_batch, self.max_batch - start)):
@@ -385,13 +390,33 @@ class Mongrel2Connection:
         While the receive loop handles a run of messages, replies are held and sent together
         when it ends: ZeroMQ's I/O thread then writes them to Mongrel2 in one go, instead of
         waking for each one, and Mongrel2 reads them in one go. Held, a reply that cannot be
-        queued (see ``backlog_limit``) is logged there instead of raising here.
+        queued (see ``backlog_limit``) is logged there instead of raising here. Replies made
+        elsewhere (by tasks, in callbacks) are held until the event loop's next turn, so
+        those of many tasks that finish together leave together too.
         """
         held = self._held
         if held is not None:
             held.append(data)
             return
-        self._send_now(data)
+        turn = self._turn
+        if turn is None:
+            if self._backlog or not self._live:
+                self._send_now(data)  # behind the waiting ones; raises past backlog_limit
+                return
+            try:
+                asyncio.get_running_loop().call_soon(self._send_turn)
+            except RuntimeError:  # no event loop running: nothing would send them later
+                self._send_now(data)
+                return
+            turn = self._turn = []
+        elif len(turn) >= self.backlog_limit:
+            raise self._backlog_full(len(turn))
+        turn.append(data)
+
+    def _send_turn(self) -> None:
+        turn, self._turn = self._turn, None
+        if turn:
+            self._send_held(turn)
 
     def _send_now(self, data: bytes) -> None:
         if self._backlog or not self._live:
@@ -406,13 +431,16 @@ class Mongrel2Connection:
         if self._pub is None:
             raise RuntimeError("the Mongrel2 connection is closed (or not yet open)")
         if len(self._backlog) >= self.backlog_limit:
-            raise BufferError(
-                f"{len(self._backlog)} replies are waiting for Mongrel2 to read them; "
-                f"is it running and connected to {self.pub_addr}?"
-            )
+            raise self._backlog_full(len(self._backlog))
         self._backlog.append(data)
         if self._subscribed is not None and self._subscribed.is_set():
             self._ensure_flusher()
+
+    def _backlog_full(self, waiting: int) -> BufferError:
+        return BufferError(
+            f"{waiting} replies are waiting for Mongrel2 to read them; "
+            f"is it running and connected to {self.pub_addr}?"
+        )
 
     def _ensure_flusher(self) -> None:
         if self._flusher is None or self._flusher.done():
@@ -435,7 +463,8 @@ class Mongrel2Connection:
     @property
     def pending(self) -> int:
         """Replies not yet handed to ZeroMQ."""
-        return len(self._backlog) + (len(self._held) if self._held is not None else 0)
+        held = len(self._held) if self._held is not None else 0
+        return len(self._backlog) + held + (len(self._turn) if self._turn is not None else 0)
 
     def _sender(self, sender: bytes | str | None) -> bytes:
         if sender is None:

@@ -285,14 +285,50 @@ async def test_reply_batch_bounds_how_many_replies_wait(mongrel2: Mongrel2Side) 
         await connection.close(flush_timeout=0.5)
 
 
-async def test_outside_the_receive_loop_a_reply_is_sent_at_once(
+async def subscribed(mongrel2: Mongrel2Side, conn: Mongrel2Connection) -> None:
+    conn.send(None, 1, b"first")
+    assert await mongrel2.replies(1) == [b"brubeck-1 1:1, first"]
+
+
+async def test_outside_the_receive_loop_replies_leave_at_the_next_turn(
     mongrel2: Mongrel2Side, conn: Mongrel2Connection
 ) -> None:
-    conn.send(None, 1, b"first")
-    assert await mongrel2.replies(1) == [b"brubeck-1 1:1, first"]  # Mongrel2 has subscribed
-    conn.send(None, 1, b"now")
+    await subscribed(mongrel2, conn)
+    for n in range(3):  # as tasks finishing in the same turn of the event loop would
+        conn.send(None, n, b"task %d" % n)
+    assert conn.pending == 3
+    await asyncio.sleep(0)
     assert conn.pending == 0
-    assert await mongrel2.replies(1) == [b"brubeck-1 1:1, now"]
+    assert await mongrel2.replies(3) == [b"brubeck-1 1:%d, task %d" % (n, n) for n in range(3)]
+
+
+async def test_a_turns_replies_go_before_those_of_a_run_read_after_them(
+    mongrel2: Mongrel2Side, conn: Mongrel2Connection
+) -> None:
+    await subscribed(mongrel2, conn)
+    await mongrel2.push.send(b"request")
+    await asyncio.sleep(0.05)  # queued, so the first read finds it
+    conn.start_reading(lambda raw: conn.send(None, 1, b"answer to " + raw))
+    conn.send(None, 1, b"from a task")  # its turn ends after the read scheduled above
+    assert await mongrel2.replies(2) == [
+        b"brubeck-1 1:1, from a task",
+        b"brubeck-1 1:1, answer to request",
+    ]
+
+
+async def test_a_turn_holds_at_most_backlog_limit_replies(mongrel2: Mongrel2Side) -> None:
+    connection = mongrel2.connection(sender_id="S", backlog_limit=3)
+    connection.open()
+    try:
+        connection.send(None, 1, b"first")
+        assert await mongrel2.replies(1) == [b"S 1:1, first"]
+        for n in range(3):
+            connection.send(None, n, b"x")
+        with pytest.raises(BufferError, match="3 replies are waiting"):
+            connection.send(None, 4, b"x")
+        assert await mongrel2.replies(3) == [b"S 1:%d, x" % n for n in range(3)]
+    finally:
+        await connection.close()
 
 
 async def test_a_held_reply_that_cannot_be_queued_is_logged_and_the_rest_still_go(
@@ -477,9 +513,13 @@ async def test_close_gives_up_on_unsent_replies_after_the_timeout(
     assert "closing with 1 replies unsent" in caplog.text
 
 
-async def test_close_flushes_what_is_queued(mongrel2: Mongrel2Side) -> None:
+@pytest.mark.parametrize("live", [False, True], ids=["not subscribed yet", "subscribed"])
+async def test_close_flushes_what_is_queued(mongrel2: Mongrel2Side, live: bool) -> None:
     connection = mongrel2.connection(sender_id="S")
     connection.open()
+    if live:  # then replies wait for the end of the turn, not in the backlog
+        connection.send(None, 9, b"first")
+        assert await mongrel2.replies(1) == [b"S 1:9, first"]
     for n in range(3):
         connection.send(None, n, b"bye")
     await connection.close()
@@ -645,6 +685,24 @@ async def test_replies_held_for_a_lost_mongrel2_never_reach_the_next_one(
     await tcp_mongrel2.stop()
     await until(lambda: lost, "the loss")
     assert connection.pending == 0  # discarded, here or (a lost peer's queue) by ZeroMQ
+    tcp_mongrel2.start()
+    await handshaken(connection)
+    connection.send(None, 1, b"new")
+    assert await tcp_mongrel2.replies(1) == [b"S 1:1, new"]
+    await tcp_mongrel2.assert_quiet()
+
+
+async def test_replies_of_a_turn_in_which_mongrel2_is_lost_are_discarded(
+    tcp_mongrel2: Mongrel2Side, watched: tuple[Mongrel2Connection, list]
+) -> None:
+    connection, lost = watched
+    connection.send(None, 1, b"made before the loss")  # held until the turn ends
+    # The monitor's report of the loss is handled in the same turn, before the turn's replies
+    # leave: they were for the old Mongrel2's clients, whose ids the next one reuses.
+    connection._on_events([(1, zmq.EVENT_DISCONNECTED)])
+    assert lost == [(0, 1)]
+    assert connection.pending == 0
+    await tcp_mongrel2.stop()
     tcp_mongrel2.start()
     await handshaken(connection)
     connection.send(None, 1, b"new")
