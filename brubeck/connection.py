@@ -341,7 +341,7 @@ class Mongrel2Connection:
             asyncio.get_running_loop().call_soon(self._read)  # more may wait: others go first
 
     def _send_held(self, held: list[bytes]) -> None:
-        """``_send_now`` for each held reply, with its checks made once for the whole run."""
+        """Hand replies to ZeroMQ in order; those it cannot take now wait in the backlog."""
         if not self._backlog and self._live:
             sync, nowait, again = self._pub_sync, zmq.NOBLOCK, zmq.Again
             for index, data in enumerate(held):
@@ -401,12 +401,12 @@ class Mongrel2Connection:
         turn = self._turn
         if turn is None:
             if self._backlog or not self._live:
-                self._send_now(data)  # behind the waiting ones; raises past backlog_limit
+                self._enqueue(data)  # behind the waiting ones; raises past backlog_limit
                 return
             try:
                 asyncio.get_running_loop().call_soon(self._send_turn)
             except RuntimeError:  # no event loop running: nothing would send them later
-                self._send_now(data)
+                self._send_held([data])
                 return
             turn = self._turn = []
         elif len(turn) >= self.backlog_limit:
@@ -417,15 +417,6 @@ class Mongrel2Connection:
         turn, self._turn = self._turn, None
         if turn:
             self._send_held(turn)
-
-    def _send_now(self, data: bytes) -> None:
-        if self._backlog or not self._live:
-            self._enqueue(data)
-            return
-        try:
-            _raw_send(self._pub_sync, data, zmq.NOBLOCK)
-        except zmq.Again:
-            self._enqueue(data)
 
     def _enqueue(self, data: bytes) -> None:
         if self._pub is None:
