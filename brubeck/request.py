@@ -194,8 +194,7 @@ class Request:
         limits: BodyLimits,
         epoch: int,
     ) -> Request:
-        """A request from ``protocol.parse_fields``, with no ``Message`` (the app does the same
-        two steps inline, saving this call)."""
+        """A request from ``protocol.parse_fields``: the hot path makes no ``Message``."""
         request = _new_object(cls)
         request._fill(sender, conn_id, path, headers, body, limits, epoch, None)
         return request
