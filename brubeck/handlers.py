@@ -437,29 +437,26 @@ class MessageHandler:
             result = self._verb()(*args, **kwargs)
             if result is not None and hasattr(result, "__await__"):
                 result = await result
-            return self._complete(result) if self._stream is None else await self._end(result)
+            return await self._end(result)
         except Exception as exc:
             return self.handle_exception(exc)
 
     async def _finish_async(self, pending: Awaitable[Any]) -> Response:
         try:
-            result = await pending
-            # Most handlers do not stream: finishing them needs no second coroutine.
-            return self._complete(result) if self._stream is None else await self._end(result)
+            return await self._end(await pending)
         except Exception as exc:
             return self.handle_exception(exc)
 
     async def _end(self, result: Any) -> Response:
-        """Finish a streamed response with what the verb method returned."""
-        stream = self._stream
-        assert stream is not None, "only a started stream ends here"
+        if self._stream is None:
+            return self._complete(result)
         if isinstance(result, Response):
             rest = result.body
         else:
             if result is not None:
                 self._body.append(to_body_bytes(result))
             rest = self._take_body()
-        await stream.finish(rest)
+        await self._stream.finish(rest)
         self._finished = True
         return ALREADY_SENT
 
