@@ -5,10 +5,14 @@ picks the answer by path and replies. Its answers are byte for byte as long as B
 the same paths of examples/hello and bench/apps/hello_bench.py, Date header included, so the
 comparison measures the framework and not the size of the response.
 
-Usage: python bench/bare_handler.py PULL_ADDR PUB_ADDR
+Usage: python bench/bare_handler.py [--spin-us N] PULL_ADDR PUB_ADDR
+
+``--spin-us N`` burns N µs of CPU per request (a busy loop), for the sensitivity check in
+bench/README.md ("Where a gap comes from"): how the rate falls as a handler spends more CPU per
+request. Without it the loop pays one test of a local per request.
 """
 
-import sys
+import argparse
 import time
 from email.utils import formatdate
 
@@ -74,7 +78,15 @@ def wants_close(headers: dict) -> bool:
     return b"close" in conn.lower() or headers.get(b"VERSION") == b"HTTP/1.0"
 
 
-def main(pull_addr: str, pub_addr: str) -> None:
+def spin(seconds: float) -> None:
+    """Burn this thread's CPU, as a slower handler would (CPU time: being preempted on a busy
+    machine does not count)."""
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+
+
+def main(pull_addr: str, pub_addr: str, spin_us: float = 0.0) -> None:
     ctx = zmq.Context()
     pull, pub = ctx.socket(zmq.PULL), ctx.socket(zmq.PUB)
     # A PUB socket silently drops messages past its high-water mark (1000 by default), which
@@ -83,12 +95,15 @@ def main(pull_addr: str, pub_addr: str) -> None:
     pub.setsockopt(zmq.SNDHWM, 0)
     pull.connect(pull_addr)
     pub.connect(pub_addr)
+    burn = spin_us / 1e6
     try:
         while True:
             sender, conn_id, path, rest = pull.recv().split(b" ", 3)
             if path == b"@*":  # disconnect (or credits) notice
                 continue
             headers, _ = tnetstring.pop(rest)
+            if burn:
+                spin(burn)
             target = b"%s %d:%s, " % (sender, len(conn_id), conn_id)
             pub.send(target + answer(path))
             if wants_close(headers):
@@ -100,4 +115,9 @@ def main(pull_addr: str, pub_addr: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    parser = argparse.ArgumentParser(description="The framework-free baseline handler.")
+    parser.add_argument("pull_addr")
+    parser.add_argument("pub_addr")
+    parser.add_argument("--spin-us", type=float, default=0.0, help="CPU µs to burn per request")
+    args = parser.parse_args()
+    main(args.pull_addr, args.pub_addr, args.spin_us)
