@@ -26,6 +26,7 @@ import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import cast
 
 from benchlib import (
     APP_CMD,
@@ -35,6 +36,7 @@ from benchlib import (
     add_json_option,
     add_wrk_options,
     check_wrk_options,
+    cpu_seconds,
     handler_argv,
     parse_cases,
     script_parser,
@@ -72,6 +74,9 @@ class Result:
     socket_errors: int
     non_2xx: int
     samples_rps: list[float] = field(default_factory=list)
+    #: CPU time (user + system, all threads) per answered request during the measured run
+    handler_cpu_us: float = 0.0
+    mongrel2_cpu_us: float = 0.0
 
 
 class BenchError(RuntimeError):
@@ -102,6 +107,12 @@ class Stack:
         self.mongrel2.start()
         self.handler = start(self.argv, self.log)
         wait_for_handler(self.url + probe_path, self.handler, self.log)
+
+    def pids(self) -> tuple[int, int]:
+        """The handler's and Mongrel2's process ids (both running)."""
+        self.check_alive()
+        assert self.handler is not None and self.mongrel2.pid is not None
+        return self.handler.pid, self.mongrel2.pid
 
     def check_alive(self) -> None:
         if self.handler is None or self.handler.poll() is not None:
@@ -198,9 +209,21 @@ def load(
     prefix = case.path.split("{n}")[0] if case.varied else ""
     if args.warmup:
         run_wrk(url, conns, args.threads, args.warmup, prefix)
+    pids = stack.pids()
+    before = [cpu_seconds(pid) for pid in pids]
     stats = parse_wrk(run_wrk(url, conns, args.threads, args.duration, prefix))
+    used = [cpu_seconds(pid) - start for pid, start in zip(pids, before, strict=True)]
     stack.check_alive()
-    return Result(case.name, handler, access_log, conns, **stats)  # type: ignore[arg-type]
+    per_request = [1e6 * seconds / max(1, int(stats["requests"])) for seconds in used]
+    return Result(
+        case.name,
+        handler,
+        access_log,
+        conns,
+        **stats,  # type: ignore[arg-type]
+        handler_cpu_us=round(per_request[0], 1),
+        mongrel2_cpu_us=round(per_request[1], 1),
+    )
 
 
 def median_run(runs: list[Result]) -> Result:
@@ -222,6 +245,9 @@ def compare(results: list[Result]) -> list[dict[str, object]]:
         if r.handler != "bare" or app is None:
             continue
         ratio = app.requests_per_sec / r.requests_per_sec if r.requests_per_sec else 0.0
+        # Repetition i ran the two back to back: their ratio is free of slower drift, and the
+        # spread of these ratios is the run's noise.
+        pairs = [a / b for a, b in zip(app.samples_rps, r.samples_rps, strict=False) if b]
         p99_ratio = app.p99_ms / r.p99_ms if r.p99_ms else 0.0
         misses = []
         if ratio < TARGET_RATIO:
@@ -236,9 +262,13 @@ def compare(results: list[Result]) -> list[dict[str, object]]:
                 "bare_rps": r.requests_per_sec,
                 "brubeck_rps": app.requests_per_sec,
                 "ratio": round(ratio, 3),
+                "pair_ratios": [round(x, 3) for x in pairs],
                 "bare_p99_ms": r.p99_ms,
                 "brubeck_p99_ms": app.p99_ms,
                 "p99_ratio": round(p99_ratio, 2),
+                "bare_cpu_us": r.handler_cpu_us,
+                "brubeck_cpu_us": app.handler_cpu_us,
+                "mongrel2_cpu_us": app.mongrel2_cpu_us,
                 "target": ", ".join(misses) or "ok",
             }
         )
@@ -247,20 +277,27 @@ def compare(results: list[Result]) -> list[dict[str, object]]:
 
 def print_table(rows: list[dict[str, object]], results: list[Result]) -> None:
     print(
-        "| case | access log | conns | bare req/s | brubeck req/s | ratio "
-        "| bare p99 ms | brubeck p99 ms | p99 ratio | target |"
+        "| case | access log | conns | bare req/s | brubeck req/s | ratio | pair ratios "
+        "| bare p99 ms | brubeck p99 ms | p99 ratio | CPU µs/req bare, brubeck, its mongrel2 "
+        "| target |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for row in rows:
+        pairs = cast(list[float], row["pair_ratios"])
+        spread = f"{min(pairs):.2f} to {max(pairs):.2f}" if pairs else "-"
         print(
             f"| {row['case']} | {'on' if row['access_log'] else 'off'} | {row['connections']} "
-            f"| {row['bare_rps']:.0f} | {row['brubeck_rps']:.0f} | {row['ratio']:.2f} "
+            f"| {row['bare_rps']:.0f} | {row['brubeck_rps']:.0f} | {row['ratio']:.2f} | {spread} "
             f"| {row['bare_p99_ms']:.2f} | {row['brubeck_p99_ms']:.2f} | {row['p99_ratio']:.2f} "
-            f"| {row['target']} |"
+            f"| {row['bare_cpu_us']:.1f}, {row['brubeck_cpu_us']:.1f}, "
+            f"{row['mongrel2_cpu_us']:.1f} | {row['target']} |"
         )
     print(
         f"\nratio: brubeck req/s ÷ bare req/s (target ≥ {TARGET_RATIO}); p99 ratio: brubeck p99 ÷ "
-        f"bare p99 (target ≤ {TARGET_P99_RATIO:g} at 50 connections)"
+        f"bare p99 (target ≤ {TARGET_P99_RATIO:g} at 50 connections); pair ratios: lowest and "
+        "highest of the repetitions' ratios (each pair ran back to back); CPU µs/req: CPU time of "
+        "the bare handler's process, of Brubeck's, and of the Mongrel2 in front of Brubeck, per "
+        "request of the median run"
     )
     for r in results:
         if r.socket_errors or r.non_2xx:

@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from contextlib import redirect_stdout
 from pathlib import Path
 from types import ModuleType
@@ -134,16 +135,17 @@ def test_micro_filter_and_args():
         micro.parse_args(["--number", "0"])
 
 
-def bare_process(driver) -> subprocess.Popen[bytes]:
+def bare_process(driver, *options: str) -> subprocess.Popen[bytes]:
     benchlib = bench("benchlib")
     argv = benchlib.handler_argv(benchlib.BARE_CMD, driver.pull_addr, driver.pub_addr)
-    return benchlib.start(argv)
+    return benchlib.start([*argv, *options])
 
 
-def test_capacity_drive_200_against_bare():
+@pytest.mark.parametrize("options", [(), ("--spin-us", "50")], ids=["plain", "spinning"])
+def test_capacity_drive_200_against_bare(options):
     capacity, benchlib = bench("capacity"), bench("benchlib")
     with capacity.Driver(window=50) as driver:
-        proc = bare_process(driver)
+        proc = bare_process(driver, *options)
         try:
             driver.wait_ready(capacity.request_bytes(b"/json", 1), 10, lambda: proc.poll() is None)
             messages = [capacity.request_bytes(b"/user/7", 10 + i) for i in range(10)]
@@ -157,6 +159,13 @@ def test_capacity_drive_200_against_bare():
     assert replies == 200
     assert seconds > 0
     assert proc.returncode is not None
+
+
+def test_bare_handler_spin_burns_cpu():
+    bare = bench("bare_handler")
+    start = time.process_time()
+    bare.spin(0.02)
+    assert time.process_time() - start >= 0.019  # CPU time, not wall time
 
 
 def test_capacity_args():
@@ -212,14 +221,26 @@ def test_e2e_parses_wrk_and_compares():
         "socket_errors": 3,
         "non_2xx": 4,
     }
-    bare = e2e.Result("text", "bare", True, 50, **stats)
-    app = e2e.Result("text", "brubeck", True, 50, **{**stats, "requests_per_sec": 22333.3})
+    bare = e2e.Result("text", "bare", True, 50, **stats, handler_cpu_us=12.5)
+    bare.samples_rps = [44666.67, 40000.0]
+    app = e2e.Result(
+        "text",
+        "brubeck",
+        True,
+        50,
+        **{**stats, "requests_per_sec": 22333.3},
+        handler_cpu_us=20.25,
+        mongrel2_cpu_us=31.0,
+    )
+    app.samples_rps = [22333.3, 32000.0]
     rows = e2e.compare([bare, app])
+    assert rows[0]["pair_ratios"] == [0.5, 0.8]
     assert rows[0]["ratio"] == 0.5 and rows[0]["target"] == "rate<0.85"
     out = io.StringIO()
     with redirect_stdout(out):
         e2e.print_table(rows, [bare, app])
-    assert "| text | on | 50 | 44667 | 22333 | 0.50 |" in out.getvalue()
+    assert "| text | on | 50 | 44667 | 22333 | 0.50 | 0.50 to 0.80 |" in out.getvalue()
+    assert "| 12.5, 20.2, 31.0 | rate<0.85 |" in out.getvalue()
 
 
 def test_e2e_args():
