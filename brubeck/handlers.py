@@ -84,6 +84,10 @@ class MessageHandler:
     _content_type: str | None
     _finished: bool
     _stream: ResponseStream | None = None
+    #: ``JSONMessageHandler.add_to_payload``'s dict, sent as the body if nothing was written.
+    #: ``render`` reads it here rather than in an override, which would cost every JSON
+    #: response a ``super()`` call.
+    _payload: dict[str, Any] | None = None
 
     def __init__(self, application: Brubeck, message: Request, **kwargs: Any) -> None:
         self.application = application
@@ -387,6 +391,8 @@ class MessageHandler:
         content_type = ("Content-Type", self._content_type or self.content_type)
         headers = self._headers + [content_type]  # noqa: RUF005 - concatenation is faster here
         chunks = self._body
+        if not chunks and self._payload:
+            chunks = self._body = [json_bytes(self._payload)]
         # A Response from parts this handler already checked: no re-validation on the hot path.
         response = _new_object(Response)
         response.status = self._status
@@ -566,18 +572,13 @@ class JSONMessageHandler(MessageHandler):
     """A handler for JSON APIs: ``add_to_payload`` builds the body, errors are JSON too."""
 
     content_type = JSON_CONTENT_TYPE
-    _payload: dict[str, Any] | None = None  # made by the first add_to_payload
 
     def add_to_payload(self, key: str, value: Any) -> None:
+        """Set a key of the JSON object ``render`` sends when nothing else was written."""
         payload = self._payload
         if payload is None:
             payload = self._payload = {}
         payload[key] = value
-
-    def render(self, status_code: int | None = None, **kwargs: Any) -> Response:
-        if self._payload and not self._body:
-            self._body = [json_bytes(self._payload)]
-        return super().render(status_code, **kwargs)
 
     def write_error(
         self, status_code: int, exc_info: ExcInfo | None = None, message: str | None = None
