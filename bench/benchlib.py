@@ -136,8 +136,10 @@ def handler_argv(template: str, pull: str, pub: str, app: str = HELLO_APP) -> li
     )
 
 
-def start(argv: list[str], log: Path | None = None, cwd: Path = REPO) -> subprocess.Popen[bytes]:
-    """Start a child in its own session, with this repository importable."""
+def start(
+    argv: list[str], log: Path | None = None, cwd: Path = REPO, cpus: set[int] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start a child in its own session, with this repository importable; only on ``cpus``."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     out = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115
@@ -150,6 +152,7 @@ def start(argv: list[str], log: Path | None = None, cwd: Path = REPO) -> subproc
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=None if cpus is None else lambda: os.sched_setaffinity(0, cpus),
         )
     finally:
         if log is not None:

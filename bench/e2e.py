@@ -86,8 +86,17 @@ class BenchError(RuntimeError):
 class Stack:
     """A Mongrel2 on free ports and one handler process behind it, for a whole access-log mode."""
 
-    def __init__(self, name: str, argv: list[str], access_log: bool, run_dir: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        access_log: bool,
+        run_dir: Path,
+        cpus: set[int] | None = None,
+    ) -> None:
         self.name = name
+        #: the handler's CPUs (``--pin``); None: any
+        self.cpus = cpus
         self.config = Mongrel2Config.on_free_ports(access_log=access_log)
         self.argv = [
             a.replace("{pull}", self.config.send_spec).replace("{pub}", self.config.recv_spec)
@@ -105,7 +114,7 @@ class Stack:
         run_dir = self.log.parent
         run_dir.mkdir(parents=True, exist_ok=True)
         self.mongrel2.start()
-        self.handler = start(self.argv, self.log)
+        self.handler = start(self.argv, self.log, cpus=self.cpus)
         wait_for_handler(self.url + probe_path, self.handler, self.log)
 
     def pids(self) -> tuple[int, int]:
@@ -323,9 +332,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--app", default=HELLO_APP, help=f"app for --path ({HELLO_APP})")
     parser.add_argument("--app-cmd", default=APP_CMD, help=f"Brubeck command ({APP_CMD!r})")
     parser.add_argument("--bare-cmd", default=BARE_CMD, help=f"baseline command ({BARE_CMD!r})")
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="give each handler a CPU of its own (the last one); wrk and Mongrel2 get the others",
+    )
     add_json_option(parser)
     args = parser.parse_args(argv)
     check_wrk_options(parser, args)
+    args.handler_cpus = args.other_cpus = None
+    if args.pin:
+        allowed = sorted(os.sched_getaffinity(0))
+        if len(allowed) < 2:
+            parser.error(f"--pin needs 2 CPUs or more; this process may use {len(allowed)}")
+        args.handler_cpus, args.other_cpus = {allowed[-1]}, set(allowed[:-1])
     if args.path is not None:
         if not args.path.startswith("/"):
             parser.error("--path must start with '/'")
@@ -341,12 +361,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def run_mode(access_log: bool, args: argparse.Namespace, tmp: Path) -> list[Result]:
     """Every case and connection count for one access-log mode, on long-lived stacks."""
     placeholders = {"pull": "{pull}", "pub": "{pub}"}
-    bare = Stack("bare", handler_argv(args.bare_cmd, **placeholders), access_log, tmp / "bare")
+    cpus = args.handler_cpus
+    bare_argv = handler_argv(args.bare_cmd, **placeholders)
+    bare = Stack("bare", bare_argv, access_log, tmp / "bare", cpus)
     apps: dict[str, Stack] = {}
     for case in args.cases:
         if case.app not in apps:
             argv = handler_argv(args.app_cmd, app=case.app, **placeholders)
-            apps[case.app] = Stack(case.app, argv, access_log, tmp / f"app{len(apps)}")
+            apps[case.app] = Stack(case.app, argv, access_log, tmp / f"app{len(apps)}", cpus)
     results: list[Result] = []
     try:
         bare.start(args.cases[0].at())
@@ -381,19 +403,30 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     modes = {"on": [True], "off": [False], "both": [True, False]}[args.access_log]
     runs = len(modes) * len(args.cases) * len(args.connections) * 2 * args.repeat
+    if args.pin:
+        sharing = (
+            f"handlers pinned to CPU {min(args.handler_cpus)}, wrk and Mongrel2 to CPUs "
+            f"{','.join(map(str, sorted(args.other_cpus)))}"
+        )
+    else:
+        sharing = f"{os.cpu_count()} CPUs shared by wrk, Mongrel2 and the handler"
     print(
         f"{runs} runs of {args.warmup}+{args.duration}s, about "
-        f"{runs * (args.warmup + args.duration) + 5 * len(modes)}s; {os.cpu_count()} CPUs "
-        "shared by wrk, Mongrel2 and the handler",
+        f"{runs * (args.warmup + args.duration) + 5 * len(modes)}s; {sharing}",
         file=sys.stderr,
     )
     results: list[Result] = []
+    own_cpus = os.sched_getaffinity(0)
     try:
+        if args.pin:
+            os.sched_setaffinity(0, args.other_cpus)  # wrk and each Mongrel2 inherit it
         for access_log in modes:
             with tempfile.TemporaryDirectory(prefix="brubeck-bench-") as tmp:
                 results += run_mode(access_log, args, Path(tmp))
     except (KeyboardInterrupt, BenchError, RuntimeError, OSError) as exc:
         return stopped_by(exc)
+    finally:
+        os.sched_setaffinity(0, own_cpus)
     rows = compare(results)
     print_table(rows, results)
     if args.json:
@@ -405,6 +438,7 @@ def main(argv: list[str] | None = None) -> int:
             "cases": [asdict(c) for c in args.cases],
             "app_cmd": args.app_cmd,
             "bare_cmd": args.bare_cmd,
+            "pinned": args.pin,
         }
         write_json(args.json, meta, results=[asdict(r) for r in results], ratios=rows)
     return 0

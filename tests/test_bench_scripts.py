@@ -252,6 +252,18 @@ def test_e2e_args():
     assert [(c.name, c.path) for c in custom] == [("custom", "/deco/x")]
     with pytest.raises(SystemExit):
         e2e.parse_args(["--connections", ""])
+    assert args.handler_cpus is None and args.other_cpus is None
+
+
+def test_e2e_pin_splits_the_cpus(monkeypatch):
+    """--pin: the handler gets the last CPU this process may use, wrk and Mongrel2 the rest."""
+    e2e = bench("e2e")
+    monkeypatch.setattr(e2e.os, "sched_getaffinity", lambda pid: {0, 2, 3})
+    args = e2e.parse_args(["--pin"])
+    assert args.handler_cpus == {3} and args.other_cpus == {0, 2}
+    monkeypatch.setattr(e2e.os, "sched_getaffinity", lambda pid: {1})
+    with pytest.raises(SystemExit):
+        e2e.parse_args(["--pin"])
 
 
 def test_peers_args_and_apps_compile():
@@ -275,10 +287,12 @@ def test_e2e_tiny_run(tmp_path):
     slots = {"pull": "{pull}", "pub": "{pub}"}
     bare = e2e.Stack("bare", benchlib.handler_argv(args.bare_cmd, **slots), False, tmp_path / "b")
     argv = benchlib.handler_argv(args.app_cmd, app=case.app, **slots)
-    app = e2e.Stack("brubeck", argv, False, tmp_path / "a")
+    one_cpu = {max(os.sched_getaffinity(0))}  # as --pin does
+    app = e2e.Stack("brubeck", argv, False, tmp_path / "a", one_cpu)
     try:
         bare.start(case.at())
         app.start(case.at())
+        assert os.sched_getaffinity(app.pids()[0]) == one_cpu
         assert e2e.check_same_answers(case, bare, app)
         result = e2e.load(app, case, "brubeck", False, 4, args)
     finally:
