@@ -10,6 +10,8 @@ taken moments apart. The bare handler answers every case path with bytes as long
     python bench/e2e.py --duration 10 --access-log both --repeat 3 --json out.json
 
 On a shared or virtual machine single runs are noisy; use --repeat 3 (median) for decisions.
+With --pin each handler runs on a CPU of its own and wrk and Mongrel2 on the others: the ratio
+then says whether the handler keeps up with Mongrel2, not how much of a shared CPU it takes.
 Only 127.0.0.1 is used. Every child is stopped by pid when the run ends, fails or is interrupted.
 """
 
