@@ -12,6 +12,10 @@ import zmq.asyncio
 from brubeck.services import Broker, mdp
 
 HEARTBEAT = 0.05
+#: Heartbeats a worker may miss here: 0.4 s. With 3 (0.15 s), a loaded machine stalled this
+#: process long enough for the broker to drop a worker that was beating, and a test that
+#: expected silence got a DISCONNECT.
+LIVENESS = 8
 RID = b"\x00\x00\x00\x00\x00\x00\x00\x01"
 
 
@@ -61,7 +65,7 @@ class Peer:
 
 @pytest.fixture
 async def broker():
-    broker = Broker("tcp://127.0.0.1:*", heartbeat=HEARTBEAT, liveness=3, queue_timeout=0.3)
+    broker = Broker("tcp://127.0.0.1:*", heartbeat=HEARTBEAT, liveness=LIVENESS, queue_timeout=0.3)
     await broker.start()
     yield broker
     await broker.stop()
@@ -217,7 +221,7 @@ async def test_a_request_nobody_serves_expires(broker, peer):
 
 
 async def test_max_redeliveries_bounds_a_request_that_kills_workers(peer):
-    broker = Broker("tcp://127.0.0.1:*", heartbeat=HEARTBEAT, max_redeliveries=1)
+    broker = Broker("tcp://127.0.0.1:*", heartbeat=HEARTBEAT, liveness=LIVENESS, max_redeliveries=1)
     await broker.start()
     try:
         client = Peer(broker.address)
