@@ -78,6 +78,8 @@ class Result:
     samples_rps: list[float] = field(default_factory=list)
     #: CPU time (user + system, all threads) per answered request during the measured run
     handler_cpu_us: float = 0.0
+    #: the same for the handler's main thread alone: the Python side, without ZeroMQ's I/O thread
+    handler_main_cpu_us: float = 0.0
     mongrel2_cpu_us: float = 0.0
 
 
@@ -220,10 +222,11 @@ def load(
     prefix = case.path.split("{n}")[0] if case.varied else ""
     if args.warmup:
         run_wrk(url, conns, args.threads, args.warmup, prefix)
-    pids = stack.pids()
-    before = [cpu_seconds(pid) for pid in pids]
+    handler_pid, mongrel2_pid = stack.pids()
+    counters = [(handler_pid, None), (handler_pid, handler_pid), (mongrel2_pid, None)]
+    before = [cpu_seconds(*counter) for counter in counters]
     stats = parse_wrk(run_wrk(url, conns, args.threads, args.duration, prefix))
-    used = [cpu_seconds(pid) - start for pid, start in zip(pids, before, strict=True)]
+    used = [cpu_seconds(*counter) - start for counter, start in zip(counters, before, strict=True)]
     stack.check_alive()
     per_request = [1e6 * seconds / max(1, int(stats["requests"])) for seconds in used]
     return Result(
@@ -233,7 +236,8 @@ def load(
         conns,
         **stats,  # type: ignore[arg-type]
         handler_cpu_us=round(per_request[0], 1),
-        mongrel2_cpu_us=round(per_request[1], 1),
+        handler_main_cpu_us=round(per_request[1], 1),
+        mongrel2_cpu_us=round(per_request[2], 1),
     )
 
 
@@ -279,6 +283,8 @@ def compare(results: list[Result]) -> list[dict[str, object]]:
                 "p99_ratio": round(p99_ratio, 2),
                 "bare_cpu_us": r.handler_cpu_us,
                 "brubeck_cpu_us": app.handler_cpu_us,
+                "bare_main_cpu_us": r.handler_main_cpu_us,
+                "brubeck_main_cpu_us": app.handler_main_cpu_us,
                 "mongrel2_cpu_us": app.mongrel2_cpu_us,
                 "target": ", ".join(misses) or "ok",
             }
@@ -289,7 +295,8 @@ def compare(results: list[Result]) -> list[dict[str, object]]:
 def print_table(rows: list[dict[str, object]], results: list[Result]) -> None:
     print(
         "| case | access log | conns | bare req/s | brubeck req/s | ratio | pair ratios "
-        "| bare p99 ms | brubeck p99 ms | p99 ratio | CPU µs/req bare, brubeck, its mongrel2 "
+        "| bare p99 ms | brubeck p99 ms | p99 ratio "
+        "| CPU µs/req bare (main thread), brubeck (main thread), its mongrel2 "
         "| target |"
     )
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
@@ -300,15 +307,17 @@ def print_table(rows: list[dict[str, object]], results: list[Result]) -> None:
             f"| {row['case']} | {'on' if row['access_log'] else 'off'} | {row['connections']} "
             f"| {row['bare_rps']:.0f} | {row['brubeck_rps']:.0f} | {row['ratio']:.2f} | {spread} "
             f"| {row['bare_p99_ms']:.2f} | {row['brubeck_p99_ms']:.2f} | {row['p99_ratio']:.2f} "
-            f"| {row['bare_cpu_us']:.1f}, {row['brubeck_cpu_us']:.1f}, "
+            f"| {row['bare_cpu_us']:.1f} ({row['bare_main_cpu_us']:.1f}), "
+            f"{row['brubeck_cpu_us']:.1f} ({row['brubeck_main_cpu_us']:.1f}), "
             f"{row['mongrel2_cpu_us']:.1f} | {row['target']} |"
         )
     print(
         f"\nratio: brubeck req/s ÷ bare req/s (target ≥ {TARGET_RATIO}); p99 ratio: brubeck p99 ÷ "
         f"bare p99 (target ≤ {TARGET_P99_RATIO:g} at 50 connections); pair ratios: lowest and "
         "highest of the repetitions' ratios (each pair ran back to back); CPU µs/req: CPU time of "
-        "the bare handler's process, of Brubeck's, and of the Mongrel2 in front of Brubeck, per "
-        "request of the median run"
+        "the bare handler's process, of Brubeck's (in brackets: their main threads alone, "
+        "without ZeroMQ's I/O thread), and of the Mongrel2 in front of Brubeck, per request of "
+        "the median run"
     )
     for r in results:
         if r.socket_errors or r.non_2xx:

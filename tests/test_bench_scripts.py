@@ -79,6 +79,9 @@ def test_process_readings_of_self():
     benchlib = bench("benchlib")
     assert benchlib.rss_kib(os.getpid()) > 1000
     assert benchlib.cpu_seconds(os.getpid()) > 0
+    # The main thread's id is the process id; its time is part of the process's.
+    main = benchlib.cpu_seconds(os.getpid(), os.getpid())
+    assert 0 < main <= benchlib.cpu_seconds(os.getpid())
 
 
 async def test_bare_handler_answers_as_long_as_brubeck(isolated_imports):
@@ -221,7 +224,9 @@ def test_e2e_parses_wrk_and_compares():
         "socket_errors": 3,
         "non_2xx": 4,
     }
-    bare = e2e.Result("text", "bare", True, 50, **stats, handler_cpu_us=12.5)
+    bare = e2e.Result(
+        "text", "bare", True, 50, **stats, handler_cpu_us=12.5, handler_main_cpu_us=7.5
+    )
     bare.samples_rps = [44666.67, 40000.0]
     app = e2e.Result(
         "text",
@@ -230,6 +235,7 @@ def test_e2e_parses_wrk_and_compares():
         50,
         **{**stats, "requests_per_sec": 22333.3},
         handler_cpu_us=20.25,
+        handler_main_cpu_us=14.0,
         mongrel2_cpu_us=31.0,
     )
     app.samples_rps = [22333.3, 32000.0]
@@ -240,7 +246,7 @@ def test_e2e_parses_wrk_and_compares():
     with redirect_stdout(out):
         e2e.print_table(rows, [bare, app])
     assert "| text | on | 50 | 44667 | 22333 | 0.50 | 0.50 to 0.80 |" in out.getvalue()
-    assert "| 12.5, 20.2, 31.0 | rate<0.85 |" in out.getvalue()
+    assert "| 12.5 (7.5), 20.2 (14.0), 31.0 | rate<0.85 |" in out.getvalue()
 
 
 def test_e2e_args():
@@ -299,6 +305,8 @@ def test_e2e_tiny_run(tmp_path):
         bare.stop()
         app.stop()
     assert result.requests > 0 and result.non_2xx == 0
+    # The main thread is part of the process: its CPU per request can only be the smaller.
+    assert 0 <= result.handler_main_cpu_us <= result.handler_cpu_us
 
 
 def test_instructions_args_and_child(isolated_imports):
