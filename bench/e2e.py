@@ -226,7 +226,9 @@ def load(
     counters = [(handler_pid, None), (handler_pid, handler_pid), (mongrel2_pid, None)]
     before = [cpu_seconds(*counter) for counter in counters]
     stats = parse_wrk(run_wrk(url, conns, args.threads, args.duration, prefix))
-    used = [cpu_seconds(*counter) - start for counter, start in zip(counters, before, strict=True)]
+    # Read back in reverse order, so that the process's span encloses its main thread's.
+    after = [cpu_seconds(*counter) for counter in reversed(counters)][::-1]
+    used = [end - start for end, start in zip(after, before, strict=True)]
     stack.check_alive()
     per_request = [1e6 * seconds / max(1, int(stats["requests"])) for seconds in used]
     return Result(
