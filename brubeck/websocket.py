@@ -291,9 +291,10 @@ class WebSocketHandler(MessageHandler):
         self.application.send_to(self.request, head + b"".join(held))
 
     def _refuse(self, exc: Exception) -> None:
-        if self._state == _CLOSED:
-            return
+        # Built (and an unexpected error logged) even when the client is gone: the bug must show.
         response = exc.response if isinstance(exc, _Answered) else self.handle_exception(exc)
+        if self._state == _CLOSED:  # the client left during an async handshake: nobody to answer
+            return
         self._state = _CLOSED
         self._held = []
         if self._close_timer is not None:  # close() was called in open(), which then raised
