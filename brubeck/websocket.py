@@ -480,7 +480,13 @@ class WebSocketHandler(MessageHandler):
             self._busy = False
 
     def _failed(self, step: Callable[..., Any], exc: Exception) -> None:
-        name = "on_message" if step == self._deliver else getattr(step, "__name__", "callback")
+        # The app's own callback names, not the internal steps that call them.
+        if step == self._deliver:
+            name = "on_message"
+        elif step == self._closed:
+            name = "on_close"
+        else:
+            name = getattr(step, "__name__", "callback")
         log.error("%s.%s failed", type(self).__name__, name, exc_info=exc)
         if step != self._closed:
             self.close(CloseCode.INTERNAL_ERROR)

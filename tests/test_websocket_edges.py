@@ -139,6 +139,36 @@ async def test_an_async_on_message_that_raises_closes_with_1011(
     assert "async bug" in caplog.text
 
 
+@pytest.mark.parametrize("asynchronous", [False, True])
+async def test_an_on_close_that_raises_is_logged_under_its_own_name(
+    asynchronous: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The log must name the app's callback, not the internal step that called it."""
+
+    class BadClose(WebSocketHandler):
+        def on_message(self, message: str | bytes) -> None:
+            pass
+
+        if asynchronous:
+
+            async def on_close(self, code: int, reason: str) -> None:
+                await asyncio.sleep(0)
+                raise RuntimeError("close bug")
+
+        else:
+
+            def on_close(self, code: int, reason: str) -> None:
+                raise RuntimeError("close bug")
+
+    async with TestClient(app_with((r"^/ws$", BadClose))) as client:
+        ws = await client.websocket_connect("/ws")
+        await ws.disconnect()
+        await round_trip(client)
+        assert client.app.websockets.get(ws.conn_id) is None
+    assert "BadClose.on_close failed" in caplog.text
+    assert "close bug" in caplog.text
+
+
 async def test_a_queued_message_whose_callback_raises_closes_with_1011(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
