@@ -383,8 +383,17 @@ class Brubeck(AwaitingRequests):
             log.error("uncaught exception for %r", request, exc_info=exc)
             exc_info = (type(exc), exc, exc.__traceback__)
             exc = HTTPError(500)
-        handler = self.error_handler(self, request)
-        response = handler.send_error(exc.status, exc.message, exc_info=exc_info)
+        try:
+            handler = self.error_handler(self, request)
+            response = handler.send_error(exc.status, exc.message, exc_info=exc_info)
+        except Exception:
+            # Raised out of here, nothing would answer: the client would wait for Mongrel2.
+            log.exception(
+                "%s could not render a %d; answering a bare 500",
+                self.error_handler.__name__,
+                exc.status,
+            )
+            return Response(b"500 Internal Server Error\n", 500, content_type="text/plain")
         response.headers.extend(exc.headers.items())
         return response
 

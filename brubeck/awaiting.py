@@ -93,6 +93,9 @@ class AwaitingRequests:
             # A timeout answers 504; a client gone, or a stop, leaves nothing to send.
             finished = timed_out
             response = self._timed_out_response(request, handler) if timed_out else ALREADY_SENT
+            if not timed_out and request.upload is not None:
+                # Its connection was forgotten, so no answer goes out to delete the file.
+                request.upload.discard()
         else:
             exc = task.exception()
             if exc is None:
