@@ -102,9 +102,14 @@ class AwaitingRequests:
                 response = self._function_response(request, task.result())
             elif isinstance(exc, Exception):
                 response = self.error_response(request, exc)
-            else:
+            else:  # a BaseException of the app's own, past every ``except Exception``
                 log.error("request task failed", exc_info=exc)
-                finished, response = False, ALREADY_SENT
+                finished = False
+                # Still end the request: silence would hold the client until Mongrel2 reaps it.
+                if handler is not None and handler.abort_stream():
+                    response = ALREADY_SENT
+                else:
+                    response = self.error_response(request, HTTPError(500))
         slot[1] = response
         self._order.release(request.conn_id)
         if handler is not None and finished:

@@ -525,3 +525,109 @@ async def test_a_stream_past_its_timeout_is_closed(caplog: pytest.LogCaptureFixt
     _, body, ended = dechunk(b"".join(pieces))
     assert body == b"partial" and not ended
     assert "took longer than 0.05s: stream closed" in caplog.text
+
+
+# Handlers that run as tasks
+
+
+async def test_a_function_route_may_return_any_awaitable() -> None:
+    """run_in_executor gives a Future, not a coroutine: a task must still await it."""
+    app = Brubeck()
+
+    @app.add_route(r"^/thread$")
+    def threaded(application: Brubeck, request: Request) -> Any:
+        return asyncio.get_running_loop().run_in_executor(None, lambda: "from a thread")
+
+    async with TestClient(app) as client:
+        assert (await client.get("/thread")).text == "from a thread"
+
+
+async def test_an_app_task_factory_is_used_for_handler_tasks() -> None:
+    made: list[str] = []
+    loop = asyncio.get_running_loop()
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        made.append(coro.__qualname__)
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    class Awaits(WebMessageHandler):
+        async def get(self) -> str:
+            await asyncio.sleep(0)
+            return "awaited"
+
+    async with TestClient(Brubeck(handler_tuples=[(r"^/$", Awaits)])) as client:
+        loop.set_task_factory(factory)
+        try:
+            assert (await client.get("/")).text == "awaited"
+        finally:
+            loop.set_task_factory(None)
+    assert any(name.endswith("_finish_async") for name in made)
+
+
+async def test_an_awaiting_function_route_that_raises_gets_an_error_status(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = Brubeck()
+
+    @app.add_route(r"^/(\w+)$")
+    async def fails(application: Brubeck, request: Request, how: str) -> str:
+        await asyncio.sleep(0)
+        if how == "http":
+            raise HTTPError(409, "already there")
+        raise KeyError("lost key")
+
+    async with TestClient(app) as client:
+        conflict = await client.get("/http")
+        broken = await client.get("/other")
+    assert conflict.status_code == 409 and "already there" in conflict.text
+    assert broken.status_code == 500 and "KeyError: 'lost key'" in caplog.text
+
+
+class Fatal(BaseException):
+    """Not an Exception: ``except Exception`` in app code lets it through."""
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+async def test_a_handler_raising_a_base_exception_still_ends_its_request(
+    streamed: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The client gets a 500, or a closed stream, rather than silence until Mongrel2 reaps it."""
+
+    class Dies(WebMessageHandler):
+        async def get(self) -> None:
+            self.write("partial")
+            if streamed:
+                await self.flush()
+            await asyncio.sleep(0)
+            raise Fatal("deep trouble")
+
+    async with TestClient(stream_app(Dies)) as client:
+        await client.send_raw(client.build_message("GET", "/s", conn_id=1))
+        if streamed:
+            _, body, closed = await read_stream(client, 1)
+            assert body == b"partial" and closed
+        else:
+            assert TestResponse(await client.receive(1), closed=False).status_code == 500
+        assert await quiet(client, 1)
+    assert "request task failed" in caplog.text and "Fatal: deep trouble" in caplog.text
+
+
+async def test_a_failing_async_on_finish_is_logged_and_serving_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Finishes(WebMessageHandler):
+        def get(self) -> str:
+            return self.get_argument("how")
+
+        async def on_finish(self) -> None:
+            await asyncio.sleep(0)
+            if self.get_argument("how") == "error":
+                raise OSError("log disk full")
+            raise Fatal("worse")
+
+    async with TestClient(Brubeck(handler_tuples=[(r"^/$", Finishes)])) as client:
+        assert (await client.get("/", params={"how": "error"})).text == "error"
+        assert (await client.get("/", params={"how": "fatal"})).text == "fatal"
+        await until(lambda: "a background task failed" in caplog.text, "the second log")
+    assert "Finishes.on_finish failed" in caplog.text and "OSError: log disk full" in caplog.text
+    assert "Fatal: worse" in caplog.text
