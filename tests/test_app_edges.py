@@ -8,6 +8,9 @@ file or memory left behind.
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -16,6 +19,7 @@ import pytest
 import tnetstring
 
 from brubeck import Brubeck, HTTPError, Response, WebMessageHandler
+from brubeck.connection import Mongrel2Connection
 from brubeck.request import Request
 from brubeck.streaming import BURST, PACE
 from brubeck.testing import TestClient, TestResponse
@@ -631,3 +635,67 @@ async def test_a_failing_async_on_finish_is_logged_and_serving_goes_on(
         await until(lambda: "a background task failed" in caplog.text, "the second log")
     assert "Finishes.on_finish failed" in caplog.text and "OSError: log disk full" in caplog.text
     assert "Fatal: worse" in caplog.text
+
+
+# Running and stopping
+
+
+def test_run_serves_until_sigterm_then_shuts_down(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "brubeck.app")
+    conn = Mongrel2Connection("inproc://edges-run-requests", "inproc://edges-run-replies")
+    app = Brubeck(msg_conn=conn, event_loop="asyncio")
+    events: list[str] = []
+
+    @app.on_startup
+    def started() -> None:
+        events.append("started")
+        asyncio.get_running_loop().call_later(0.05, os.kill, os.getpid(), signal.SIGTERM)
+
+    @app.on_shutdown
+    def stopped() -> None:
+        events.append("stopped")
+
+    app.run()
+    assert events == ["started", "stopped"]
+    assert (
+        "Brubeck serving: pulling from inproc://edges-run-requests, "
+        "publishing to inproc://edges-run-replies" in caplog.text
+    )
+
+
+def test_run_names_the_event_loops_it_knows() -> None:
+    with pytest.raises(ValueError, match="event_loop must be one of asyncio, uvloop, auto"):
+        Brubeck(event_loop="trio").run()
+
+
+async def test_requests_queued_at_stop_that_cannot_be_answered_are_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """At a stop, queued requests are handled outside the receive loop; a failure there is
+    logged per request and the rest are still handled."""
+    app = Brubeck(max_in_flight=1, shutdown_timeout=0.05)
+
+    @app.add_route(r"^/hold$")
+    async def hold(application: Brubeck, request: Request) -> str:
+        await asyncio.Event().wait()
+        return "never"
+
+    @app.add_route(r"^/quick$")
+    def quick(application: Brubeck, request: Request) -> str:
+        return "quick"
+
+    async with TestClient(app) as client:
+        await client.send_raw(client.build_message("GET", "/hold", conn_id=1))
+        await until(lambda: len(app._inflight) == 1, "the held request")  # reading paused
+        for conn_id in (2, 3, 4):
+            await client.send_raw(client.build_message("GET", "/quick", conn_id=conn_id))
+        assert app.msg_conn is not None
+        app.msg_conn.backlog_limit = 2  # the third reply of one turn is refused
+        app.stop()
+        answers = [TestResponse(await client.receive(c), closed=False) for c in (2, 3)]
+        assert [a.text for a in answers] == ["quick", "quick"]
+        assert await quiet(client, 4)
+    dropped = [
+        r for r in caplog.records if r.getMessage() == "dropped a message: handling it failed"
+    ]
+    assert len(dropped) == 1 and "replies are waiting for Mongrel2" in caplog.text
