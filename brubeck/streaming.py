@@ -218,12 +218,14 @@ class ResponseStream:
         if data and not self.head_only:
             self._buffer.append(data)
         if self._buffer:
-            wait = self._wait_for_turn()
-            if wait > 0:
-                await asyncio.sleep(wait)
+            # The pace's timer would send the buffer during the sleep below, and this the end
+            # chunk twice: the buffer is this method's to send now.
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
+            wait = self._wait_for_turn()
+            if wait > 0:
+                await asyncio.sleep(wait)
             data, self._buffer = b"".join(self._buffer), []
             self._recent.append(asyncio.get_running_loop().time())
             self._send(self._frame(data) + (b"0\r\n\r\n" if self.chunked else b""))

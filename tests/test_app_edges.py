@@ -55,6 +55,7 @@ def dechunk(data: bytes) -> tuple[bytes, bytes, bool]:
             break
         size = int(size_line, 16)
         if size == 0:
+            assert rest == b"\r\n", f"bytes after the last chunk: {rest!r}"
             return head, body, True
         body, rest = body + rest[:size], rest[size + 2 :]
     return head, body, False
