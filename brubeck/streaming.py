@@ -228,7 +228,11 @@ class ResponseStream:
                 await asyncio.sleep(wait)
             data, self._buffer = b"".join(self._buffer), []
             self._recent.append(asyncio.get_running_loop().time())
-            self._send(self._frame(data) + (b"0\r\n\r\n" if self.chunked else b""))
+            # Another task's flush may have sent the buffer during the sleep: an empty chunk
+            # would be a second end-of-body marker, and an empty reply closes the connection.
+            rest = (self._frame(data) if data else b"") + (b"0\r\n\r\n" if self.chunked else b"")
+            if rest:
+                self._send(rest)
         elif self.chunked and not self.head_only:
             self._send(b"0\r\n\r\n")
         self.finished = True

@@ -472,6 +472,38 @@ async def test_a_stream_that_fails_is_cut_off_and_logged(caplog: pytest.LogCaptu
     assert "ValueError: source broke" in caplog.text
 
 
+@pytest.mark.parametrize("version", ["HTTP/1.1", "HTTP/1.0"])
+async def test_a_paced_finish_whose_buffer_left_meanwhile_ends_once(version: str) -> None:
+    """While finish() waits for the pace, another task may send the buffer (a flush of its
+    own): finish must then send the end once: no second last chunk (HTTP/1.1), no early
+    close (HTTP/1.0, where an empty reply ends the body)."""
+    expected = b"".join(b"%d," % n for n in range(BURST + 1))
+
+    class Racing(WebMessageHandler):
+        async def get(self) -> None:
+            for n in range(BURST):
+                self.write(b"%d," % n)
+                await self.flush()
+            self.write(b"%d," % BURST)
+            stream = self._stream
+            assert stream is not None
+            # What the pace's timer or a concurrent flush does during finish()'s wait.
+            asyncio.get_running_loop().call_soon(stream._send_buffer)
+            await self.finish()
+
+    async with TestClient(stream_app(Racing)) as client:
+        await client.send_raw(client.build_message("GET", "/s", conn_id=1, version=version))
+        if version == "HTTP/1.1":
+            _, body, closed = await read_stream(client, 1)
+            assert body == expected and not closed
+        else:  # no chunks: the body is everything before the close
+            data = b""
+            while (piece := await client.receive(1)) != b"":
+                data += piece
+            assert data.partition(b"\r\n\r\n")[2] == expected
+        assert await quiet(client, 1, wait=PACE + 0.1)
+
+
 async def test_a_burst_of_flushes_ends_complete_and_within_mongrel2s_queue() -> None:
     """Over BURST flushes, the rest is coalesced into the end: all bytes, few messages."""
 
