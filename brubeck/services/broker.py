@@ -158,8 +158,12 @@ class Broker:
         if task is None:
             return
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
+        try:
             await task
+        except asyncio.CancelledError:
+            pass
+        except Exception:  # serve() raises it; stop() must still close, or the port stays bound
+            log.exception("the broker's routing loop failed")
         for identity in self._workers:
             self._send(mdp.to_worker(identity, mdp.DISCONNECT))
         self._workers.clear()

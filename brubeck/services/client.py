@@ -162,6 +162,8 @@ class ServiceClient:
                     return future.result()
         finally:
             del self._pending[request_id]
+            if future.done() and not future.cancelled():
+                future.exception()  # close() may have failed it while _send raised: retrieved
         raise ServiceUnavailable(
             f"service {service.decode()!r} did not answer within {timeout:g}s "
             f"({attempts} attempt{'s' if attempts > 1 else ''} through the broker at "
