@@ -450,6 +450,8 @@ class Mongrel2Connection:
                 backlog.popleft()
             except zmq.Again:
                 await pub.poll(flags=zmq.POLLOUT)  # type: ignore[call-arg]  # the stub lacks it
+            except Exception:  # not bytes, say: it would stall every reply behind it for good
+                _log_dropped(backlog.popleft())
 
     @property
     def pending(self) -> int:
