@@ -425,7 +425,9 @@ class Brubeck(AwaitingRequests):
         self._forget_connection(conn_id)
 
     def _forget_connection(self, conn_id: bytes) -> None:
-        self._order.forget(conn_id)
+        for request in self._order.forget(conn_id):  # answered, but queued behind another
+            if request.upload is not None:
+                request.upload.discard()
         self._windows.pop(conn_id, None)
         for task, handler in self._inflight.pop_connection(conn_id):
             if handler is not None:
@@ -449,9 +451,8 @@ class Brubeck(AwaitingRequests):
         self.epoch = self.msg_conn.epoch
         in_progress = len(self._inflight)
         websockets = self.websockets.mongrel2_lost()
-        for conn_id in self._inflight.conn_ids():
+        for conn_id in {*self._inflight.conn_ids(), *self._order.queues}:
             self._forget_connection(conn_id)
-        self._order.queues.clear()
         self._windows.clear()
         self._timed_out.clear()  # cancelled by this, not by their timeout: no 504
         log.warning(

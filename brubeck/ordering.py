@@ -51,6 +51,11 @@ class AnswerOrder:
         queue = self.queues.get(request.conn_id)
         return not queue or queue[0][0] is request
 
-    def forget(self, conn_id: bytes) -> None:
-        """The client is gone: nothing more is sent to it."""
-        self.queues.pop(conn_id, None)
+    def forget(self, conn_id: bytes) -> list[Any]:
+        """The client is gone: nothing more is sent to it.
+
+        Returns the requests whose answers were ready and now never leave, so that the caller
+        can free what they hold (a spooled upload); the others still belong to their tasks.
+        """
+        queue = self.queues.pop(conn_id, None)
+        return [request for request, response in queue if response is not None] if queue else []

@@ -139,6 +139,46 @@ async def test_a_client_gone_during_an_upload_handler_leaves_no_spooled_file(
         await until(lambda: not spooled.exists(), "the spooled file's removal")
 
 
+@pytest.mark.parametrize("gone", ["client", "mongrel2"])
+async def test_an_upload_answered_behind_a_slow_request_is_deleted_when_the_client_goes(
+    gone: str, tmp_path: Path
+) -> None:
+    """Its answer waits in the connection's queue: a disconnect, or the loss of Mongrel2 (whose
+    clients all went with it), must not strand its file."""
+    spooled = spool(tmp_path)
+    HoldsUpload.started = asyncio.Event()
+
+    class Quick(WebMessageHandler):
+        def post(self) -> str:
+            return "stored"
+
+    app = Brubeck(
+        handler_tuples=[(r"^/held$", HoldsUpload), (r"^/upload$", Quick)],
+        mongrel2_run_dir=str(tmp_path),
+    )
+    async with TestClient(app) as client:
+        await client.send_raw(client.build_message("POST", "/held", conn_id=4))
+        await asyncio.wait_for(HoldsUpload.started.wait(), 2)
+        await client.send_raw(fixtures.with_conn_id(fixtures.UPLOAD_DONE, 4))  # pipelined
+        await round_trip_on(client, 5)
+        assert spooled.exists()  # answered, but queued behind /held
+        if gone == "client":
+            await client.send_raw(fixtures.DISCONNECT)  # connection 4's client went away
+        else:  # what the connection does when its monitors see Mongrel2 go
+            conn = app.msg_conn
+            assert conn is not None and conn.on_lost is not None
+            conn.epoch += 1
+            conn.on_lost(0, 0)
+        await until(lambda: not spooled.exists(), "the spooled file's removal")
+        assert await quiet(client, 4)
+
+
+async def round_trip_on(client: TestClient, conn_id: int) -> None:
+    """A request on another connection and its answer: what was sent before is handled."""
+    await client.send_raw(client.build_message("GET", "/nowhere", conn_id=conn_id))
+    await client.receive(conn_id)
+
+
 # Mongrel2 and client framing that only some deployments produce
 
 

@@ -41,7 +41,9 @@ def test_a_forgotten_connection_sends_nothing_more() -> None:
     order = AnswerOrder(lambda req, resp: sent.append((req.name, resp)))
     slot = order.reserve(request(b"1", "a"))
     order.deliver(request(b"1", "b"), "B")
-    order.forget(b"1")
+    # The answered request is handed back (its resources are the caller's to free).
+    assert [r.name for r in order.forget(b"1")] == ["b"]
+    assert order.forget(b"1") == []
     slot[1] = "A"
     order.release(b"1")
     assert sent == []
