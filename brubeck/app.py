@@ -250,6 +250,12 @@ class Brubeck(AwaitingRequests):
         except Exception as exc:
             self._order.deliver(request, self.error_response(request, exc))
             return
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # CancelledError from a cancelled future's result(), say
+            # Past here it would stop this batch of messages, and this client get no answer.
+            self._order.deliver(request, self.error_response(request, exc))
+            return
         if isinstance(result, Response):
             self._order.deliver(request, result)
             if handler is not None and route.finishes:

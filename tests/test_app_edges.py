@@ -689,6 +689,39 @@ async def test_a_handler_raising_a_base_exception_still_ends_its_request(
     assert "request task failed" in caplog.text and "Fatal: deep trouble" in caplog.text
 
 
+@pytest.mark.parametrize("kind", ["class", "function"])
+async def test_a_sync_handler_raising_a_base_exception_gets_a_500_and_the_batch_goes_on(
+    kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A ``def`` handler runs inside the receive loop: what escapes it must not end the loop's
+    run of messages (the others would wait for the next arrival) or leave its client waiting.
+    A cancelled future's ``result()`` raises such an error (CancelledError)."""
+
+    def cancelled_result() -> None:
+        future = asyncio.get_running_loop().create_future()
+        future.cancel()
+        future.result()
+
+    class Dies(WebMessageHandler):
+        def get(self) -> None:
+            cancelled_result()
+
+    app = Brubeck(handler_tuples=[(r"^/class$", Dies)])
+
+    @app.add_route(r"^/function$")
+    def dies(application: Brubeck, request: Any) -> None:
+        cancelled_result()
+
+    async with TestClient(app) as client:
+        # Three messages in one run: the one that fails sits between two that do not.
+        for conn_id, path in ((1, "/nowhere"), (2, f"/{kind}"), (3, "/nowhere")):
+            await client.send_raw(client.build_message("GET", path, conn_id=conn_id))
+        assert TestResponse(await client.receive(1), closed=False).status_code == 404
+        assert TestResponse(await client.receive(2), closed=False).status_code == 500
+        assert TestResponse(await client.receive(3), closed=False).status_code == 404
+    assert "uncaught exception" in caplog.text and "CancelledError" in caplog.text
+
+
 async def test_a_failing_async_on_finish_is_logged_and_serving_goes_on(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
