@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -26,25 +26,6 @@ from tests.test_connection import Mongrel2Side, handshaken, until
 from tests.test_ownership import Counter
 
 _PULL, _PUB = 0, 1
-
-
-@pytest.fixture
-async def new_mongrel2() -> AsyncIterator[Callable[..., Mongrel2Side]]:
-    """Fake Mongrel2s (see tests/test_connection.py) on a private context, closed after."""
-    context = zmq.asyncio.Context()
-    sides: list[Mongrel2Side] = []
-
-    def make(transport: str = "inproc", bound: bool = True) -> Mongrel2Side:
-        side = Mongrel2Side(context, transport)
-        sides.append(side)
-        if bound and side.sub is None:
-            side.bind_sub()
-        return side
-
-    yield make
-    for side in sides:
-        await side.close()
-    context.destroy(linger=0)
 
 
 @pytest.fixture
