@@ -112,8 +112,15 @@ class TestClient:
         self._sub.subscribe(b"")
         self.app.msg_conn = Mongrel2Connection(self._pull_addr, self._pub_addr, context=self._ctx)
         self._task = asyncio.get_running_loop().create_task(self.app.serve())
-        # Let serve() start, so that an exit before any request can stop it.
+        # Let serve() start, so that an exit before any request can stop it, and so that a
+        # start that fails at once (a bad setting, a failing startup hook) fails the entry.
         await asyncio.sleep(0)
+        task = self._task
+        failure = task.exception() if task.done() and not task.cancelled() else None
+        if failure is not None:
+            self._task = None
+            self._close_sockets()
+            raise failure
         return self
 
     def __enter__(self) -> SyncTestClient:
@@ -128,12 +135,19 @@ class TestClient:
 
     async def __aexit__(self, *exc: Any) -> None:
         self.app.stop()
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait_for(self._task, self.timeout)
+        try:
+            if self._task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait_for(self._task, self.timeout)
+        finally:
+            self._close_sockets()
+
+    def _close_sockets(self) -> None:
+        """Close the fake Mongrel2's sockets and give the app its connection back."""
         for sock in (self._push, self._sub):
             if sock is not None:
                 sock.close()
+        self._push = self._sub = None
         self.app.msg_conn = self._saved_conn
 
     def build_message(
