@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 from .errors import HTTPError
 from .handlers import MessageHandler
 from .request import Request
-from .response import Response, to_body_bytes
+from .response import Response, check_header, to_body_bytes
 from .streaming import BURST, PACE
 from .wsframes import (
     MAX_CONTROL_PAYLOAD,
@@ -263,6 +263,11 @@ class WebSocketHandler(MessageHandler):
             chosen = self.select_subprotocol(offered)
             if chosen is not None and chosen not in offered:
                 raise ValueError(f"select_subprotocol chose {chosen!r}, not one of {offered}")
+            if chosen is not None:
+                try:  # the client's own text goes back in the 101: no response splitting
+                    check_header("Sec-WebSocket-Protocol", chosen)
+                except ValueError as exc:
+                    raise HTTPError(400, str(exc)) from None
             self.selected_subprotocol = chosen
         opened: Any = self.open(*args, **kwargs)
         if _is_awaitable(opened):
@@ -317,6 +322,8 @@ class WebSocketHandler(MessageHandler):
             if opcode == Opcode.CLOSE:
                 self._close_received(body)
             elif opcode == Opcode.PING:
+                if len(body) > MAX_CONTROL_PAYLOAD:  # its pong would be no valid frame
+                    raise FrameError(CloseCode.PROTOCOL_ERROR, f"a ping of {len(body)} bytes")
                 if self._state == _OPEN:
                     self._send(encode_frame(Opcode.PONG, body))
                 self._feed(self.on_ping, body)

@@ -265,7 +265,7 @@ class Broker:
             self.dropped += 1
             log.warning(
                 "dropped a request to %r: %d already wait for a worker",
-                message.service.decode(),
+                _shown(message.service),
                 len(service.requests),
             )
             return
@@ -313,7 +313,7 @@ class Broker:
     def _drop(self, request: _Request, why: str) -> None:
         self.dropped += 1
         self._forget(request)
-        log.warning("dropped a request to %r: it %s", request.service.decode(), why)
+        log.warning("dropped a request to %r: it %s", _shown(request.service), why)
 
     # Workers
 
@@ -356,7 +356,7 @@ class Broker:
         self._workers[identity] = worker
         service.workers += 1
         service.idle[identity] = worker
-        log.info("worker %s ready for %r", identity.hex(), name.decode())
+        log.info("worker %s ready for %r", identity.hex(), _shown(name))
         self._dispatch(service, now)
 
     def _unregister(self, worker: _Worker, now: float, why: str) -> None:
@@ -365,7 +365,7 @@ class Broker:
         service = worker.service
         service.idle.pop(worker.identity, None)
         service.workers -= 1
-        log.info("worker %s of %r %s", worker.identity.hex(), service.name.decode(), why)
+        log.info("worker %s of %r %s", worker.identity.hex(), _shown(service.name), why)
         request, worker.request = worker.request, None
         if request is None:
             return
@@ -406,6 +406,11 @@ class Broker:
                 self._dispatch(service, now)
             if not service.workers and not service.requests:
                 del self._services[name]
+
+
+def _shown(name: bytes) -> str:
+    """A service name for a log line; a foreign peer may send one that is not UTF-8."""
+    return name.decode("utf-8", "replace")
 
 
 def main(argv: list[str] | None = None) -> None:
