@@ -11,6 +11,7 @@ import tnetstring
 from brubeck import Brubeck, WebSocketHandler
 from brubeck.services import mdp
 from brubeck.services.broker import Broker
+from brubeck.services.worker import ServiceWorker
 from brubeck.testing import TestClient
 from brubeck.wsframes import CloseCode, FrameError, Opcode, encode_close, parse_flags
 
@@ -104,3 +105,11 @@ async def test_a_subprotocol_with_crlf_is_refused_not_written_into_the_101() -> 
         assert not ws.accepted
         assert ws.response is not None and ws.response.status_code == 400
         assert b"Set-Cookie" not in ws.response.raw.partition(b"\r\n\r\n")[0]
+
+
+async def test_an_echoed_json_lone_surrogate_gets_an_error_reply() -> None:
+    """An echoed JSON ``"\\ud800"`` raised UnicodeEncodeError: no reply, the worker wedged."""
+    worker = ServiceWorker("tcp://127.0.0.1:1", "echo", lambda payload: payload)
+    reply = await worker._answer((b"json", b'"\\ud800"'))
+    assert reply[0] == b"error"
+    assert reply[1].startswith(b"UnicodeEncodeError: ")

@@ -246,9 +246,9 @@ class ServiceWorker:
             return encode_error(f"{type(exc).__name__}: {exc}")
         try:
             return encode(result)
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:  # ValueError: a lone surrogate, from JSON's \ud800
             log.error("the %r handler returned what cannot be sent: %s", self.service, exc)
-            return encode_error(f"TypeError: {exc}")
+            return encode_error(f"{type(exc).__name__}: {exc}")
 
 
 class _Link:
