@@ -1,5 +1,6 @@
-"""Inputs a peer can send that a coverage-guided fuzzer found mishandled, minimised, one test
-each: a WebSocket frame message from Mongrel2, or a multipart message at the services broker."""
+"""Peer input that was mishandled, minimised, one test each: WebSocket frame messages and
+handshakes (found by coverage-guided fuzzing), a multipart message at the services broker
+(fuzzing), and a JSON payload echoed by a worker (found reading the codec's fuzz results)."""
 
 from __future__ import annotations
 
