@@ -97,7 +97,7 @@ def parse_fields(raw: bytes) -> tuple[bytes, bytes, bytes, dict[bytes, HeaderVal
             body, rest = b"", b""
         else:
             body, rest = _pop(rest)
-    except (ValueError, TypeError, IndexError, KeyError, RecursionError):
+    except _TNETSTRING_ERRORS:
         _diagnose(raw)
         raise  # pragma: no cover - _diagnose always raises
     if (
@@ -114,6 +114,9 @@ def parse_fields(raw: bytes) -> tuple[bytes, bytes, bytes, dict[bytes, HeaderVal
 
 
 _pop = tnetstring.pop
+# What tnetstring.pop raises for malformed input: OverflowError too, for a non-ASCII byte in
+# an integer (it fails while formatting its own error message).
+_TNETSTRING_ERRORS = (ValueError, TypeError, IndexError, KeyError, RecursionError, OverflowError)
 
 
 def _diagnose(raw: bytes) -> None:
@@ -126,7 +129,7 @@ def _diagnose(raw: bytes) -> None:
     try:
         _headers, rest = _pop(parts[3])
         _pop(rest)
-    except (ValueError, TypeError, IndexError, KeyError, RecursionError) as exc:
+    except _TNETSTRING_ERRORS as exc:
         raise ProtocolError(f"bad tnetstring: {exc}") from None
     raise ProtocolError("unparseable message")  # pragma: no cover
 
