@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
+import pytest
+import tnetstring
+
+from brubeck.app import Brubeck
 from brubeck.protocol import ProtocolError, parse_fields
+from brubeck.request import Request
 
 
 @pytest.mark.parametrize(
@@ -19,3 +24,63 @@ def test_non_ascii_byte_in_a_tnetstring_integer_is_a_protocol_error(raw: bytes) 
     """tnetstring.pop raised OverflowError for it, which escaped parse_fields and handle_message."""
     with pytest.raises(ProtocolError, match="bad tnetstring"):
         parse_fields(raw)
+
+
+class _Sent:
+    """Stands in for Mongrel2Connection: records what the app sends."""
+
+    sender_id = None
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def send_raw(self, data: bytes) -> None:
+        self.sent.append(data)
+
+    def close_connection(self, request: Request) -> None:
+        self.sent.append(b"")
+
+
+def _upload_app(run_dir: Path) -> tuple[Brubeck, _Sent]:
+    app = Brubeck(mongrel2_run_dir=str(run_dir))
+
+    @app.add_route(r"^/upload$", method="POST")
+    def upload(application: Brubeck, request: Request) -> str:
+        return f"{len(request.body)} bytes"
+
+    conn = _Sent()
+    app.msg_conn = conn  # type: ignore[assignment]
+    return app, conn
+
+
+def _upload_notice(headers: dict[bytes, bytes]) -> bytes:
+    m2 = {b"METHOD": b"POST", b"VERSION": b"HTTP/1.1", b"PATH": b"/upload", b"URI": b"/upload"}
+    return b"S 7 /upload " + tnetstring.dumps({**m2, **headers}) + b"0:,"
+
+
+HUGE_LENGTH = b"1" * 5000
+
+
+def test_upload_start_with_a_content_length_of_5000_digits_is_a_413(tmp_path: Path) -> None:
+    """int() of the 5000-digit Content-Length raised ValueError out of handle_message: no answer."""
+    app, conn = _upload_app(tmp_path)
+    start = {b"content-length": HUGE_LENGTH, b"x-mongrel2-upload-start": b"/tmp/upload.A"}
+    app.handle_message(_upload_notice(start))
+    assert conn.sent[0].startswith(b"S 1:7, HTTP/1.1 413 ")
+    assert conn.sent[1:] == [b""]  # refused: closed, so Mongrel2 deletes the file
+
+
+def test_upload_done_with_a_content_length_of_5000_digits_is_answered(tmp_path: Path) -> None:
+    """int() of the 5000-digit Content-Length raised ValueError out of handle_message: no answer."""
+    (tmp_path / "tmp").mkdir()
+    (tmp_path / "tmp" / "upload.A").write_bytes(b"hello")
+    app, conn = _upload_app(tmp_path)
+    done = {
+        b"content-length": HUGE_LENGTH,
+        b"x-mongrel2-upload-start": b"/tmp/upload.A",
+        b"x-mongrel2-upload-done": b"/tmp/upload.A",
+    }
+    app.handle_message(_upload_notice(done))
+    assert len(conn.sent) == 1
+    assert conn.sent[0].startswith(b"S 1:7, HTTP/1.1 200 OK")
+    assert conn.sent[0].endswith(b"5 bytes")
