@@ -463,14 +463,42 @@ class Request:
             if not self.body:
                 raise HTTPError(400, "expected a JSON body, got an empty body")
             self._check_body_size()
+            body = self.body
             try:
-                self._json = ujson.loads(self.body)
+                value = ujson.loads(body)
             except (ValueError, TypeError) as exc:
                 raise HTTPError(400, f"malformed JSON body: {exc}") from None
+            # ujson lets a lone UTF-16 surrogate through (``"\ud800"``, or its UTF-8 bytes):
+            # text no encoder takes back, so the handler would fail later, as a 500.
+            if (b"\\ud" in body or b"\\uD" in body or b"\xed" in body) and _lone_surrogate(value):
+                raise HTTPError(
+                    400, "malformed JSON body: a string holds a lone surrogate (U+D800-U+DFFF)"
+                )
+            self._json = value
         return self._json
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.raw_path!r} conn={self.conn_id!r}>"
+
+
+def _lone_surrogate(value: Any) -> bool:
+    """Whether a decoded JSON document has a string (or key) that is not valid Unicode."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is str:
+            if not item.isascii():
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError:
+                    return True
+        elif kind is dict:
+            stack.extend(item)
+            stack.extend(item.values())
+        elif kind is list:
+            stack.extend(item)
+    return False
 
 
 def _too_large(what: str, limit: int) -> str:

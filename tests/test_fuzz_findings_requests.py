@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import tnetstring
 
 from brubeck.app import Brubeck
-from brubeck.protocol import ProtocolError, parse_fields
+from brubeck.protocol import Message, ProtocolError, parse_fields
 from brubeck.request import Request
 
 
@@ -84,3 +85,41 @@ def test_upload_done_with_a_content_length_of_5000_digits_is_answered(tmp_path: 
     assert len(conn.sent) == 1
     assert conn.sent[0].startswith(b"S 1:7, HTTP/1.1 200 OK")
     assert conn.sent[0].endswith(b"5 bytes")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"a": "\\ud800"}',  # an escaped lone high surrogate
+        b'["x", {"\\uDFFF": 1}]',  # a lone low surrogate, in a key
+        b'"\xed\xa0\x80"',  # the UTF-8 bytes of U+D800, which ujson also accepts
+    ],
+)
+def test_json_body_with_a_lone_surrogate_is_a_400_not_a_500_when_echoed(body: bytes) -> None:
+    """ujson decoded it; echoing it back failed to encode, a 500 for the client's bad JSON."""
+    app = Brubeck()
+
+    @app.add_route(r"^/echo$", method="POST")
+    def echo(application: Brubeck, request: Request) -> Any:
+        return request.json
+
+    conn = _Sent()
+    app.msg_conn = conn  # type: ignore[assignment]
+    headers = {
+        b"METHOD": b"POST",
+        b"VERSION": b"HTTP/1.1",
+        b"PATH": b"/echo",
+        b"content-type": b"application/json",
+    }
+    app.handle_message(b"S 3 /echo " + tnetstring.dumps(headers) + tnetstring.dumps(body))
+    assert len(conn.sent) == 1
+    assert conn.sent[0].startswith(b"S 1:3, HTTP/1.1 400 Bad Request")
+    assert b"lone surrogate" in conn.sent[0]
+
+
+def test_json_body_with_a_surrogate_pair_still_decodes() -> None:
+    """The lone-surrogate check must not refuse an escaped pair, which is one valid character."""
+    request = Request(
+        Message(b"S", b"1", b"/", {b"METHOD": b"POST"}, b'{"e": "\\ud83d\\ude00 \\u00e9"}')
+    )
+    assert request.json == {"e": "\U0001f600 \u00e9"}
