@@ -80,7 +80,8 @@ def verify_value(
         return None
     version, _, rest = signed.partition(".")
     payload, _, signature = rest.partition(".")
-    if version != VERSION or not payload or not signature:
+    # compare_digest refuses (TypeError) a str with non-ASCII characters, which a cookie may hold.
+    if version != VERSION or not payload or not signature or not signature.isascii():
         return None
     if not any(
         hmac.compare_digest(_signature(key, name, payload), signature) for key in _key_list(secrets)

@@ -9,6 +9,7 @@ import pytest
 import tnetstring
 
 from brubeck.app import Brubeck
+from brubeck.handlers import WebMessageHandler
 from brubeck.protocol import Message, ProtocolError, parse_fields
 from brubeck.request import Request
 
@@ -123,3 +124,20 @@ def test_json_body_with_a_surrogate_pair_still_decodes() -> None:
         Message(b"S", b"1", b"/", {b"METHOD": b"POST"}, b'{"e": "\\ud83d\\ude00 \\u00e9"}')
     )
     assert request.json == {"e": "\U0001f600 \u00e9"}
+
+
+def test_signed_cookie_with_a_non_ascii_signature_reads_as_missing() -> None:
+    """hmac.compare_digest raised TypeError on the non-ASCII str: a 500 for a forged cookie."""
+
+    class Whoami(WebMessageHandler):
+        def get(self) -> str:
+            return repr(self.get_cookie("user", "nobody", secret="a-secret-of-16-bytes-or-more"))
+
+    app = Brubeck(handler_tuples=[(r"^/me$", Whoami)])
+    conn = _Sent()
+    app.msg_conn = conn  # type: ignore[assignment]
+    headers = {b"METHOD": b"GET", b"VERSION": b"HTTP/1.1", b"cookie": b"user=1.e30.\xe9"}
+    app.handle_message(b"S 4 /me " + tnetstring.dumps(headers) + b"0:,")
+    assert len(conn.sent) == 1
+    assert conn.sent[0].startswith(b"S 1:4, HTTP/1.1 200 OK")
+    assert conn.sent[0].endswith(b"'nobody'")
