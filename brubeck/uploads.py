@@ -45,9 +45,10 @@ def upload_stage(headers: dict[bytes, Any], body: bytes) -> str | None:
 def announces_body(headers: dict[bytes, Any]) -> bool:
     """Whether the client announced a body: a real upload notice always comes with one."""
     length = headers.get(b"content-length")
-    # A nonzero digit, not int(): that raises past 4300 digits.
-    if isinstance(length, bytes) and length.strip().isdigit() and length.strip(b" \t0"):
-        return True
+    if isinstance(length, bytes):
+        digits = length.strip()
+        if digits.isdigit() and digits.strip(b"0"):  # nonzero; int() raises past 4300 digits
+            return True
     encoding = headers.get(b"transfer-encoding")
     return isinstance(encoding, bytes) and b"chunked" in encoding.lower()
 
@@ -115,9 +116,12 @@ def check_upload_start(app: Brubeck, request: Request) -> None:
         raise HTTPError(404, f"nothing here at {request.path}")
     limit = int(app.settings.get("max_upload_size", 1 << 30))
     length = request.raw_headers.get(b"content-length")
-    # More digits than any real body has would only slow int() down (or break it).
-    if isinstance(length, bytes) and length.isdigit() and (len(length) > 18 or int(length) > limit):
-        raise HTTPError(413, f"uploads are limited to {limit} bytes")
+    if isinstance(length, bytes):
+        # Stripped as announces_body strips it; more digits than any real body has would only
+        # slow int() down (or break it).
+        length = length.strip()
+        if length.isdigit() and (len(length) > 18 or int(length) > limit):
+            raise HTTPError(413, f"uploads are limited to {limit} bytes")
     accept = getattr(route.target, "accept_upload", None) if route.is_class else None
     if accept is not None:
         handler = route.target(app, request, **route.init_kwargs)

@@ -141,3 +141,17 @@ def test_signed_cookie_with_a_non_ascii_signature_reads_as_missing() -> None:
     assert len(conn.sent) == 1
     assert conn.sent[0].startswith(b"S 1:4, HTTP/1.1 200 OK")
     assert conn.sent[0].endswith(b"'nobody'")
+
+
+@pytest.mark.parametrize("length", [b"5000000 ", b"5000000\t", b" 5000000"])
+def test_upload_over_max_upload_size_is_refused_despite_whitespace_in_content_length(
+    tmp_path: Path, length: bytes
+) -> None:
+    """The start notice counted it as a body, but the size check skipped it: upload accepted."""
+    app, conn = _upload_app(tmp_path)
+    app.settings["max_upload_size"] = 1000
+    app.handle_message(
+        _upload_notice({b"content-length": length, b"x-mongrel2-upload-start": b"/tmp/upload.A"})
+    )
+    assert conn.sent[0].startswith(b"S 1:7, HTTP/1.1 413 ")
+    assert conn.sent[1:] == [b""]
