@@ -31,6 +31,11 @@ def parse_cookies(header: str) -> dict[str, str]:
     return cookies
 
 
+def is_cookie_name(name: str) -> bool:
+    """Whether ``name`` is a token, so that a Set-Cookie header can name it."""
+    return _TOKEN.fullmatch(name) is not None
+
+
 def format_set_cookie(
     name: str,
     value: str,

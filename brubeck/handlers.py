@@ -16,7 +16,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from .cookies import format_set_cookie
+from .cookies import format_set_cookie, is_cookie_name
 from .eager import SUSPENDS, value_now
 from .errors import HTTPError
 from .multipart import UploadedFile
@@ -258,9 +258,10 @@ class MessageHandler:
         self.set_cookie(name, "", max_age=0, expires=0, path=path, domain=domain)
 
     def delete_cookies(self, path: str | None = "/", domain: str | None = None) -> None:
-        """Drop every cookie the client sent."""
+        """Drop every cookie the client sent (but those no Set-Cookie header can name)."""
         for name in self.message.cookies:
-            self.delete_cookie(name, path=path, domain=domain)
+            if is_cookie_name(name):
+                self.delete_cookie(name, path=path, domain=domain)
 
     # Response side
 

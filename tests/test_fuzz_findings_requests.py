@@ -155,3 +155,23 @@ def test_upload_over_max_upload_size_is_refused_despite_whitespace_in_content_le
     )
     assert conn.sent[0].startswith(b"S 1:7, HTTP/1.1 413 ")
     assert conn.sent[1:] == [b""]
+
+
+@pytest.mark.parametrize("cookie", [b"a b=1; sid=2", b"a\xe9=1; sid=2", b"(x)=1; sid=2"])
+def test_delete_cookies_skips_names_no_set_cookie_can_carry(cookie: bytes) -> None:
+    """format_set_cookie refused the client's non-token cookie name: delete_cookies was a 500."""
+
+    class Logout(WebMessageHandler):
+        def get(self) -> str:
+            self.delete_cookies()
+            return "bye"
+
+    app = Brubeck(handler_tuples=[(r"^/logout$", Logout)])
+    conn = _Sent()
+    app.msg_conn = conn  # type: ignore[assignment]
+    headers = {b"METHOD": b"GET", b"VERSION": b"HTTP/1.1", b"cookie": cookie}
+    app.handle_message(b"S 5 /logout " + tnetstring.dumps(headers) + b"0:,")
+    assert len(conn.sent) == 1
+    assert conn.sent[0].startswith(b"S 1:5, HTTP/1.1 200 OK")
+    assert conn.sent[0].count(b"Set-Cookie: ") == 1
+    assert b"Set-Cookie: sid=; " in conn.sent[0]
