@@ -247,12 +247,9 @@ class Brubeck(AwaitingRequests):
                     value = value_now(result)
                     if value is not SUSPENDS:
                         result = value
-        except Exception as exc:
-            self._order.deliver(request, self.error_response(request, exc))
-            return
         except (KeyboardInterrupt, SystemExit):
             raise
-        except BaseException as exc:  # CancelledError from a cancelled future's result(), say
+        except BaseException as exc:  # any Exception, or CancelledError from a future's result()
             # Past here it would stop this batch of messages, and this client get no answer.
             self._order.deliver(request, self.error_response(request, exc))
             return

@@ -390,8 +390,7 @@ class Request:
             return  # a body Mongrel2 spooled to a file is not in memory
         limit = self.limits.max_body_size
         for value in [declared] if isinstance(declared, bytes) else declared:
-            # More digits than any real body has would only slow int() down (or break it).
-            if value.isdigit() and (len(value) > 18 or int(value) > limit):
+            if declares_over(value, limit):
                 raise HTTPError(413, _too_large(f"Content-Length {value[:30].decode()}", limit))
 
     def _check_body_size(self) -> None:
@@ -499,6 +498,12 @@ def _lone_surrogate(value: Any) -> bool:
         elif kind is list:
             stack.extend(item)
     return False
+
+
+def declares_over(value: bytes, limit: int) -> bool:
+    """Whether a Content-Length value is digits that declare more than ``limit`` bytes."""
+    # More digits than any real body has would only slow int() down (or break it).
+    return value.isdigit() and (len(value) > 18 or int(value) > limit)
 
 
 def _too_large(what: str, limit: int) -> str:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from .errors import HTTPError
+from .request import declares_over
 
 if TYPE_CHECKING:
     from .app import Brubeck
@@ -116,12 +117,9 @@ def check_upload_start(app: Brubeck, request: Request) -> None:
         raise HTTPError(404, f"nothing here at {request.path}")
     limit = int(app.settings.get("max_upload_size", 1 << 30))
     length = request.raw_headers.get(b"content-length")
-    if isinstance(length, bytes):
-        # Stripped as announces_body strips it; more digits than any real body has would only
-        # slow int() down (or break it).
-        length = length.strip()
-        if length.isdigit() and (len(length) > 18 or int(length) > limit):
-            raise HTTPError(413, f"uploads are limited to {limit} bytes")
+    # Stripped as announces_body strips it.
+    if isinstance(length, bytes) and declares_over(length.strip(), limit):
+        raise HTTPError(413, f"uploads are limited to {limit} bytes")
     accept = getattr(route.target, "accept_upload", None) if route.is_class else None
     if accept is not None:
         handler = route.target(app, request, **route.init_kwargs)

@@ -77,11 +77,9 @@ def parse_flags(value: bytes | list[bytes] | None) -> int:
     """
     if isinstance(value, list):
         value = value[-1] if value else None
-    try:
-        if not value or value[:2] not in (b"0x", b"0X"):
-            raise FrameError(CloseCode.PROTOCOL_ERROR, f"bad FLAGS header {value!r}")
-    except TypeError:  # a tnetstring number or dict, not the b"0x81" Mongrel2 sends
-        raise FrameError(CloseCode.PROTOCOL_ERROR, f"bad FLAGS header {value!r}") from None
+    # Not bytes: a forged tnetstring number or dict, not the b"0x81" Mongrel2 sends.
+    if type(value) is not bytes or value[:2] not in (b"0x", b"0X"):
+        raise FrameError(CloseCode.PROTOCOL_ERROR, f"bad FLAGS header {value!r}")
     try:
         flags = int(value, 16)
     except ValueError:
