@@ -225,15 +225,21 @@ def handshake(client: TestClient, conn_id: int) -> bytes:
     return message[: -len(b"0:,")] + tnetstring.dumps(b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
 
 
-@pytest.fixture
-async def owner_is_down(monkeypatch: pytest.MonkeyPatch) -> Any:
-    """App 0 of 2, whose peer never started; its queue to that peer holds one message."""
-    monkeypatch.setattr(ownership_module, "PEER_QUEUE", 1)
+def first_of_two_peers() -> tuple[Brubeck, list[str]]:
+    """App 0 of two WebSocket peers (the other never starts), and the peers' addresses."""
     peers = [f"inproc://ws-edge-{uuid.uuid4()}" for _ in range(2)]
     app = Brubeck(
         handler_tuples=[(r"^/count$", Counter)],
         settings={"name": "only", "websocket_peers": peers, "websocket_peer_index": 0},
     )
+    return app, peers
+
+
+@pytest.fixture
+async def owner_is_down(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """App 0 of 2, whose peer never started; its queue to that peer holds one message."""
+    monkeypatch.setattr(ownership_module, "PEER_QUEUE", 1)
+    app, _ = first_of_two_peers()
     async with TestClient(app, timeout=3.0) as client:
         await until(lambda: app.websockets.ownership is not None, "the ownership")
         ownership = app.websockets.ownership
@@ -268,11 +274,7 @@ async def test_a_frame_whose_owner_does_not_read_gets_close_1011_and_a_close(
 async def test_junk_from_a_websocket_peer_is_logged_and_receiving_goes_on(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    peers = [f"inproc://ws-edge-{uuid.uuid4()}" for _ in range(2)]
-    app = Brubeck(
-        handler_tuples=[(r"^/count$", Counter)],
-        settings={"name": "only", "websocket_peers": peers, "websocket_peer_index": 0},
-    )
+    app, peers = first_of_two_peers()
     async with TestClient(app, timeout=3.0) as client:
         await until(lambda: app.websockets.ownership is not None, "the ownership")
         ownership = app.websockets.ownership
