@@ -42,6 +42,7 @@ from .protocol import (
 from .request import BodyLimits, Request
 from .response import ALREADY_SENT, Response, encode_response
 from .routing import Route, Router
+from .streamed_uploads import STREAM, StreamedUploads
 from .streaming import CreditWindow, CreditWindows
 from .uploads import START, check_upload_start, finished_upload, upload_stage
 from .wsregistry import WEBSOCKET_METHODS, WebSocketRegistry
@@ -109,6 +110,8 @@ class Brubeck(AwaitingRequests):
         self._stopping: asyncio.Event | None = None
         #: The WebSocket connections this process owns, their rooms and broadcasts.
         self.websockets = WebSocketRegistry(self)
+        #: Bodies Mongrel2 sends in pieces (``upload.stream=1``), by connection id.
+        self._streams = StreamedUploads(self)
         self._access_log: AccessHook | None = None  # set by serve() from the settings
         for rule in handler_tuples:
             if not 2 <= len(rule) <= 3:
@@ -197,7 +200,12 @@ class Brubeck(AwaitingRequests):
         conn = self.msg_conn
         if conn is not None and conn.sender_id is None:
             conn.sender_id = sender
-        stage = upload_stage(headers, body) if START in headers else None
+        declared = b"content-length" in headers
+        if declared or b"transfer-encoding" in headers:  # a body: Mongrel2 may spool or stream it
+            stage = upload_stage(headers, body) if START in headers else None
+            streamed = STREAM in headers
+        else:
+            stage, streamed = None, False
         try:
             request = Request.from_fields(
                 sender, conn_id, path, headers, body, self.body_limits, self.epoch
@@ -209,6 +217,14 @@ class Brubeck(AwaitingRequests):
             request.started = perf_counter()
         if b"DOWNLOAD_CREDITS" in headers and conn_id not in self._windows:
             self._windows.open(conn_id, headers[b"DOWNLOAD_CREDITS"])
+        method = request.method
+        # Mongrel2's upload.stream=1: a first message announces a body, the pieces after it
+        # have no METHOD. Once the last piece is in, its request goes on from here.
+        if streamed or (not method and STREAM in headers):
+            finished = self._streams.handle(request, raw)
+            if finished is None:
+                return
+            request, path, method, declared = finished, finished.raw_path, finished.method, False
         if stage is not None:
             if stage == "start":
                 self._upload_started(request)
@@ -219,13 +235,12 @@ class Brubeck(AwaitingRequests):
             except HTTPError as exc:
                 self._order.deliver(request, self.error_response(request, exc))
                 return
-        method = request.method
         if method in WEBSOCKET_METHODS:  # one set lookup: cheaper than testing a prefix first
             self.websockets.handle(request, raw)
             return
         found = self.router.cache.get((method, path))
         try:
-            if b"content-length" in headers:
+            if declared:
                 request.check_content_length()
             if found is None:
                 if method in ("JSON", "XML") or not method:
@@ -428,6 +443,8 @@ class Brubeck(AwaitingRequests):
         self._forget_connection(conn_id)
 
     def _forget_connection(self, conn_id: bytes) -> None:
+        if self._streams:
+            self._streams.forget(conn_id)
         for request in self._order.forget(conn_id):  # answered, but queued behind another
             if request.upload is not None:
                 request.upload.discard()
@@ -454,16 +471,18 @@ class Brubeck(AwaitingRequests):
         self.epoch = self.msg_conn.epoch
         in_progress = len(self._inflight)
         websockets = self.websockets.mongrel2_lost()
+        uploads = self._streams.close_all()
         for conn_id in {*self._inflight.conn_ids(), *self._order.queues}:
             self._forget_connection(conn_id)
         self._windows.clear()
         self._timed_out.clear()  # cancelled by this, not by their timeout: no 504
         log.warning(
             "Mongrel2 went away (stopped or restarted): dropped %d requests in progress, "
-            "%d WebSockets, %d queued requests and %d unsent replies of its clients (a new "
-            "Mongrel2 gives their connection ids to new clients)",
+            "%d WebSockets, %d streamed uploads, %d queued requests and %d unsent replies of its "
+            "clients (a new Mongrel2 gives their connection ids to new clients)",
             in_progress,
             websockets,
+            uploads,
             queued,
             unsent,
         )
@@ -501,6 +520,8 @@ class Brubeck(AwaitingRequests):
             # Requests ZeroMQ already queued for this process are answered, not dropped.
             for raw in self.msg_conn.stop_receiving():
                 self._handlelogged(raw)
+            # Their remaining pieces would come to a process that is gone: answer them now.
+            await self._streams.end_all(HTTPError(503, "the server is restarting; send it again"))
             await self._drain()
             for hook in self._on_shutdown:
                 try:

@@ -132,9 +132,14 @@ class Ownership:
 
     # Passing messages on
 
+    def pass_on(self, conn_id: bytes, raw: bytes) -> bool:
+        """Give a Mongrel2 message to the process that owns its connection; False if that
+        process is not reading (the caller answers for it)."""
+        return self._send(self.owner(conn_id), [_MESSAGE, raw])
+
     def forward(self, request: Request, raw: bytes) -> None:
         """Give a WebSocket message to the process that owns its connection."""
-        if self._send(self.owner(request.conn_id), [_MESSAGE, raw]):
+        if self.pass_on(request.conn_id, raw):
             return
         # The owner is not reading: better a closed socket than one that lost a message.
         app = self.registry.app

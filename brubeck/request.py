@@ -381,13 +381,18 @@ class Request:
         """Attach the file Mongrel2 spooled this request's body into (the app does this)."""
         self.upload = upload
         self._body = None
+        # What was read from the body before (accept_upload() on a streamed upload's first
+        # piece) came from part of it only.
+        self._arguments = None
+        self._json = _UNSET
+        self._parsed = None
 
     def check_content_length(self) -> None:
         """Refuse, before any handler runs, a body the client declares over ``max_body_size``."""
         headers = self.raw_headers
         declared = headers.get(b"content-length")
-        if declared is None or (not self._body and b"x-mongrel2-upload-done" in headers):
-            return  # a body Mongrel2 spooled to a file is not in memory
+        if declared is None or self.upload is not None:
+            return  # a body spooled to a file (by Mongrel2 or by the app) is not in memory
         limit = self.limits.max_body_size
         for value in [declared] if isinstance(declared, bytes) else declared:
             if declares_over(value, limit):

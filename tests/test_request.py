@@ -457,9 +457,11 @@ def test_an_oversized_body_is_not_refused_until_read() -> None:
 def test_check_content_length() -> None:
     limits = BodyLimits(max_body_size=10)
 
-    def check(headers: dict[bytes, Any], body: bytes = b"") -> None:
+    def check(headers: dict[bytes, Any], body: bytes = b"", upload: Any = None) -> None:
         request = make_request(method=b"POST", headers=headers, body=body)
         request.limits = limits
+        if upload is not None:
+            request.set_upload(upload)
         request.check_content_length()
 
     check({})
@@ -469,9 +471,12 @@ def test_check_content_length() -> None:
     assert_413(lambda: check({b"content-length": b"11"}), "Content-Length 11", "max_body_size")
     assert_413(lambda: check({b"content-length": [b"1", b"11"]}), "Content-Length 11")
     assert_413(lambda: check({b"content-length": b"9" * 5000}), "Content-Length 999")
-    # A body Mongrel2 spooled to a temporary file is not in memory: not this limit's business.
-    check({b"content-length": b"1000", b"x-mongrel2-upload-done": b"/tmp/upload.x"})
-    # A client forging the upload header on an inline body is still refused.
+    # A body spooled to a file (by Mongrel2, or from Mongrel2's pieces) is not in memory: not
+    # this limit's business. The app marks it by setting the upload.
+    check({b"content-length": b"1000", b"x-mongrel2-upload-done": b"/tmp/u.x"}, upload=object())
+    check({b"content-length": b"1000", b"UPLOAD_STREAM": b"0"}, upload=object())
+    # A client forging the upload header is still refused, with a body or without one.
+    assert_413(lambda: check({b"content-length": b"1000", b"x-mongrel2-upload-done": b"x"}))
     assert_413(
         lambda: check(
             {b"content-length": b"1000", b"x-mongrel2-upload-done": b"x"}, body=b"y" * 11

@@ -1,0 +1,369 @@
+"""Mongrel2's streamed uploads (``upload.stream=1``): a large body arrives in pieces, on credit.
+
+The flow (MONGREL2.md §A7): the first message carries every header, ``UPLOAD_STREAM: "0"`` and
+the part of the body Mongrel2 had already read. Mongrel2 then reads on only as far as the
+handler grants credits (``X ID, ["ctl", {"credits": N}]``). Each later message carries only
+``UPLOAD_STREAM`` (the offset of its piece) and the piece; the last one ``UPLOAD_STREAM_DONE``.
+
+Brubeck writes the pieces to a file in the ``upload_dir`` setting and then answers the request
+like a body Mongrel2 spooled itself: ``request.upload`` is that file. Unlike Mongrel2's own
+spooling (``upload.stream=0``), the handler process needs no access to Mongrel2's file system,
+so it may run on another machine.
+
+Rules of this module:
+
+- the route, the method, ``max_upload_size`` and ``accept_upload()`` are checked on the first
+  message, as for any upload; a refusal is answered at once;
+- at most ``upload_stream_window`` bytes are granted and not yet written: a slow disk slows
+  the client down instead of filling this process's memory;
+- a piece out of order, a body past ``max_upload_size`` (chunked bodies announce no size) or a
+  failing disk ends the upload with an answer (400, 413, 500); so does a client that sends
+  nothing for ``upload_stream_timeout`` seconds (408), because Mongrel2 does not always say
+  when a client left. An upload that ends early ends its connection too (a cancel, half a
+  second after the answer);
+- the file is deleted when the client goes, when the upload fails, and after the response
+  unless the handler keeps it;
+- all pieces of one upload must reach the process that took its first message. With several
+  processes behind one Mongrel2 handler, ``websocket_peers`` passes each piece to its
+  connection's owner (as for WebSocket frames); without it, a piece this process did not
+  expect cancels its connection, with a log line that says why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import tempfile
+from collections import OrderedDict
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from .errors import HTTPError
+from .uploads import Upload, check_upload_start
+
+if TYPE_CHECKING:
+    from .app import Brubeck
+    from .request import Request
+
+STREAM = b"UPLOAD_STREAM"
+STREAM_DONE = b"UPLOAD_STREAM_DONE"
+
+#: Defaults of the settings this module reads (docs/settings.md).
+DEFAULT_WINDOW = 256 * 1024
+DEFAULT_TIMEOUT = 60.0
+
+#: Seconds between an upload's error answer and the cancel that ends its connection.
+_CANCEL_AFTER = 0.5
+
+#: How many recently ended connections are remembered (``StreamedUploads._ended``).
+_RECENT_LIMIT = 1024
+
+log = logging.getLogger("brubeck.app")
+
+
+class _Spool:
+    """One upload in progress: its first message, the file its pieces go to, and a timer."""
+
+    __slots__ = (
+        "early",
+        "early_bytes",
+        "file",
+        "limit",
+        "path",
+        "received",
+        "request",
+        "timeout",
+        "timer",
+        "window",
+    )
+
+    def __init__(
+        self, request: Request, file: IO[bytes], path: Path, limits: tuple[int, int, float]
+    ) -> None:
+        self.request = request
+        self.file = file
+        self.path = path
+        #: ``max_upload_size``, ``upload_stream_window`` and ``upload_stream_timeout``
+        self.limit, self.window, self.timeout = limits
+        #: bytes written so far: the offset the next piece must start at
+        self.received = 0
+        #: pieces that came before an earlier one, by offset (see ``StreamedUploads._piece``)
+        self.early: dict[int, Request] = {}
+        self.early_bytes = 0
+        self.timer: asyncio.TimerHandle | None = None
+
+    def close(self, delete: bool) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        try:
+            self.file.close()
+        except OSError as exc:  # a full disk can fail the last flush
+            log.error("could not close the streamed upload %s: %s", self.path, exc)
+            delete = True
+        if delete:
+            self.path.unlink(missing_ok=True)
+
+
+class StreamedUploads:
+    """The streamed uploads in progress in this process, by connection id."""
+
+    def __init__(self, app: Brubeck) -> None:
+        self.app = app
+        self._spools: dict[bytes, _Spool] = {}
+        #: connections whose upload ended here, or whose stray piece was reported: the pieces
+        #: still on their way are dropped without a word
+        self._ended: OrderedDict[bytes, None] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._spools)
+
+    def handle(self, request: Request, raw: bytes) -> Request | None:
+        """A message with an ``UPLOAD_STREAM`` header: the first of an upload, or a piece.
+
+        Returns the upload's request, its body now in ``request.upload``, once the last piece
+        is written: the app then routes and answers it like any request.
+        """
+        ownership = self.app.websockets.ownership
+        if ownership is not None and not ownership.owns(request.conn_id):
+            if not ownership.pass_on(request.conn_id, raw):
+                self._end(request, HTTPError(503, "the process owning it is not answering"))
+            return None
+        if request.method:
+            return self._start(request)
+        spool = self._spools.get(request.conn_id)
+        if spool is None or spool.request.sender != request.sender:
+            self._unexpected(request)
+            return None
+        return self._piece(spool, request)
+
+    def forget(self, conn_id: bytes) -> None:
+        """The client went away: drop its upload and the file."""
+        spool = self._spools.pop(conn_id, None)
+        if spool is not None:
+            log.info("a streamed upload on connection %s ended: the client left", conn_id.decode())
+            spool.close(delete=True)
+            self._remember(conn_id)
+
+    def close_all(self) -> int:
+        """Mongrel2 went away: drop every upload in progress; returns how many."""
+        spools = list(self._spools.values())
+        self._spools.clear()
+        self._ended.clear()  # the next Mongrel2 numbers its connections from 1 again
+        for spool in spools:
+            spool.close(delete=True)
+        return len(spools)
+
+    async def end_all(self, error: HTTPError) -> int:
+        """A graceful stop: answer every upload in progress, then end its connection (their
+        next pieces would come to a process that is gone); returns how many."""
+        requests = [spool.request for spool in self._spools.values()]
+        self.close_all()
+        for request in requests:
+            self._reply(request, error)
+        if requests:
+            await asyncio.sleep(_CANCEL_AFTER)  # see _answer
+            for request in requests:
+                self._cancel(request)
+        return len(requests)
+
+    # The first message
+
+    def _start(self, request: Request) -> Request | None:
+        app = self.app
+        cid = request.conn_id
+        previous = self._spools.pop(cid, None)
+        if previous is not None:  # a new Mongrel2 reuses ids: the old client is gone
+            previous.close(delete=True)
+        self._ended.pop(cid, None)
+        try:
+            check_upload_start(app, request)
+            limits = _limits(app.settings)
+            directory = app.settings.get("upload_dir") or tempfile.gettempdir()
+            try:
+                fd, name = tempfile.mkstemp(prefix="brubeck-upload.", dir=directory)
+            except OSError as exc:
+                log.error("could not create a file for a streamed upload in %s: %s", directory, exc)
+                raise HTTPError(500, "the upload could not be stored") from None
+        except Exception as exc:
+            self._answer(request, exc)
+            return None
+        spool = self._spools[cid] = _Spool(request, os.fdopen(fd, "wb"), Path(name), limits)
+        if request.raw_headers.get(STREAM) != b"0":
+            return self._out_of_order(spool, request)
+        # Mongrel2 read the first piece without credit: the whole window is still to grant.
+        return self._take(spool, request, spool.window - len(request.body))
+
+    # The pieces
+
+    def _piece(self, spool: _Spool, piece: Request) -> Request | None:
+        """Take a piece now, or keep it until the pieces before it are in.
+
+        With several processes, a piece passed on by another process can arrive after a later
+        one Mongrel2 sent here directly; the offsets put them back in order. Mongrel2 sends no
+        more than the credits granted, so what waits stays within the window.
+        """
+        offset = _offset(piece.raw_headers.get(STREAM))
+        if offset == spool.received:
+            return self._take(spool, piece, 0)
+        size = len(piece.body)
+        if (
+            offset is None
+            or offset < spool.received
+            or offset in spool.early
+            or spool.early_bytes + size > spool.window
+        ):
+            return self._out_of_order(spool, piece)
+        spool.early[offset] = piece
+        spool.early_bytes += size
+        return None
+
+    def _take(self, spool: _Spool, piece: Request | None, credits: int) -> Request | None:
+        """Write a piece and the early ones that follow it; then return the finished upload's
+        request, or grant what was written (plus ``credits``) to Mongrel2."""
+        while piece is not None:
+            body = piece.body
+            if not self._write(spool, body):
+                return None
+            if STREAM_DONE in piece.raw_headers:
+                del self._spools[piece.conn_id]
+                spool.close(delete=False)
+                spool.request.set_upload(Upload(spool.path))
+                return spool.request
+            credits += len(body)
+            piece = spool.early.pop(spool.received, None)
+            if piece is not None:
+                spool.early_bytes -= len(piece.body)
+        self._grant(spool, credits)
+        return None
+
+    def _out_of_order(self, spool: _Spool, piece: Request) -> None:
+        log.error(
+            "a piece of the streamed upload on connection %s starts at %r, expected %d",
+            piece.conn_id.decode(),
+            piece.raw_headers.get(STREAM),
+            spool.received,
+        )
+        self._fail(spool, HTTPError(400, "the upload's pieces do not fit together"))
+
+    def _write(self, spool: _Spool, data: bytes) -> bool:
+        """Append a piece; False if that ended the upload (too large, or the disk failed)."""
+        spool.received += len(data)
+        if spool.received > spool.limit:
+            self._fail(spool, HTTPError(413, f"uploads are limited to {spool.limit} bytes"))
+            return False
+        try:
+            spool.file.write(data)
+        except OSError as exc:
+            log.error("could not write the streamed upload %s: %s", spool.path, exc)
+            self._fail(spool, HTTPError(500, "the upload could not be stored"))
+            return False
+        return True
+
+    def _grant(self, spool: _Spool, credits: int) -> None:
+        """Let Mongrel2 read ``credits`` more bytes, and give the client time to send them."""
+        request = spool.request
+        conn = self.app.msg_conn
+        if credits and conn is not None:
+            conn.ctl(request.sender, request.conn_id, credits=credits)
+        if spool.timer is not None:
+            spool.timer.cancel()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # handled outside an event loop: no timer to arm
+            return
+        spool.timer = loop.call_later(spool.timeout, self._expire, request.conn_id, spool)
+
+    def _expire(self, conn_id: bytes, spool: _Spool) -> None:
+        if self._spools.get(conn_id) is spool:
+            log.warning(
+                "the streamed upload on connection %s stalled at %d bytes: ending it",
+                conn_id.decode(),
+                spool.received,
+            )
+            self._fail(spool, HTTPError(408, "the upload stalled"))
+
+    # Ending
+
+    def _fail(self, spool: _Spool, error: HTTPError) -> None:
+        cid = spool.request.conn_id
+        self._spools.pop(cid, None)
+        spool.close(delete=True)
+        self._remember(cid)  # its pieces already on their way are dropped without a word
+        self._answer(spool.request, error)
+
+    def _answer(self, request: Request, error: BaseException) -> None:
+        """Answer an upload that ends here, then cancel its connection.
+
+        Not a close: Mongrel2 waiting for credits does not act on one, nor on a cancel after
+        it, so a client that sends its whole body before it reads (many do) would wait for
+        good. The cancel, sent once the answer has had time to be written, ends the
+        connection; a client still sending then sees its write fail.
+        """
+        self._reply(request, error)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # handled outside an event loop: cancel at once
+            self._cancel(request)
+            return
+        loop.call_later(_CANCEL_AFTER, self._cancel_later, request)
+
+    def _reply(self, request: Request, error: BaseException) -> None:
+        app = self.app
+        # No "Connection: close" (respond would then send the close that blocks the cancel).
+        request.raw_headers[b"connection"] = b"keep-alive"
+        app.respond(request, app.error_response(request, error))
+
+    def _cancel_later(self, request: Request) -> None:
+        if request.epoch == self.app.epoch:  # a new Mongrel2 gives the id to another client
+            self._cancel(request)
+
+    def _end(self, request: Request, error: HTTPError) -> None:
+        """A message this process cannot pass on: answer a first message, cancel a piece."""
+        if request.method:
+            self._answer(request, error)
+        else:
+            self._cancel(request)
+
+    def _unexpected(self, request: Request) -> None:
+        cid = request.conn_id
+        if cid in self._ended:
+            return
+        self._remember(cid)
+        log.warning(
+            "a piece of a streamed upload on connection %s, which this process did not start: "
+            "cancelling the connection (with upload.stream=1, several processes behind one "
+            "Mongrel2 handler need websocket_peers)",
+            cid.decode(),
+        )
+        self._cancel(request)
+
+    def _remember(self, conn_id: bytes) -> None:
+        self._ended[conn_id] = None
+        if len(self._ended) > _RECENT_LIMIT:
+            self._ended.popitem(last=False)
+
+    def _cancel(self, request: Request) -> None:
+        conn = self.app.msg_conn
+        if conn is not None:
+            conn.ctl(request.sender, request.conn_id, cancel=True)
+
+
+def _offset(value: object) -> int | None:
+    """A piece's ``UPLOAD_STREAM`` offset, or None if it is not a plain decimal number."""
+    if type(value) is bytes and value.isdigit() and len(value) <= 18:
+        return int(value)
+    return None
+
+
+def _limits(settings: dict[str, Any]) -> tuple[int, int, float]:
+    """``max_upload_size``, ``upload_stream_window`` and ``upload_stream_timeout``, checked."""
+    try:
+        limit = int(settings.get("max_upload_size", 1 << 30))
+        window = int(settings.get("upload_stream_window", DEFAULT_WINDOW))
+        timeout = float(settings.get("upload_stream_timeout", DEFAULT_TIMEOUT))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"a streamed upload setting is not a number: {exc}") from None
+    if window < 1 or not timeout > 0:
+        raise ValueError("upload_stream_window and upload_stream_timeout must be positive")
+    return limit, window, timeout
