@@ -221,10 +221,10 @@ class Brubeck(AwaitingRequests):
         # Mongrel2's upload.stream=1: a first message announces a body, the pieces after it
         # have no METHOD. Once the last piece is in, its request goes on from here.
         if streamed or (not method and STREAM in headers):
-            finished = self._streams.handle(request, raw)
-            if finished is None:
+            request = self._streams.handle(request, raw)  # type: ignore[assignment]
+            if request is None:
                 return
-            request, path, method, declared = finished, finished.raw_path, finished.method, False
+            path, method, declared = request.raw_path, request.method, False
         if stage is not None:
             if stage == "start":
                 self._upload_started(request)

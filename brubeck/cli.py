@@ -64,12 +64,16 @@ def _mongrel2_config(app: Brubeck, args: argparse.Namespace) -> Any:
     from .mongrel2 import Mongrel2Config
 
     assert app.msg_conn is not None
+    wanted = app.settings.get("mongrel2_settings") or {}
+    if not isinstance(wanted, dict):
+        raise SystemExit(f"the mongrel2_settings setting must be a dict, got {wanted!r}")
     return Mongrel2Config(
         send_spec=app.msg_conn.pull_addr,
         recv_spec=app.msg_conn.pub_addr,
         port=args.port,
         bind_addr=args.bind,
         access_log=args.mongrel2_access_log,
+        settings=dict(wanted),
     )
 
 

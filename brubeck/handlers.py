@@ -76,6 +76,10 @@ class MessageHandler:
     #: Seconds an awaiting handler may take before the client gets a 504; None: the app's
     #: ``request_timeout`` setting (300 by default).
     timeout: float | None = None
+    #: True: behind Mongrel2's ``upload.stream=1``, a large body is not stored first; the
+    #: handler runs at once and reads it with ``async for piece in self.request.body_stream``
+    #: (docs/streaming.md).
+    stream_request_body: bool = False
 
     # Response state: ``__init__`` sets the attributes every response reads; ``_stream`` stays
     # a class default until a handler streams.

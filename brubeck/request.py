@@ -16,6 +16,7 @@ from urllib.parse import parse_qs, unquote
 import ujson
 
 from .access import request_id_from
+from .bodystream import BodyStream
 from .cookies import parse_cookies
 from .errors import HTTPError
 from .multipart import Fields, Files, UploadedFile, parse_boundary, parse_multipart
@@ -155,6 +156,7 @@ class Request:
         "_parsed",
         "_path",
         "_request_id",
+        "_stream",
         "conn_id",
         "epoch",
         "limits",
@@ -377,6 +379,32 @@ class Request:
             self._body = self.upload.read()
         return self._body
 
+    @property
+    def body_stream(self) -> BodyStream:
+        """The body piece by piece: ``async for piece in request.body_stream``.
+
+        For a handler with ``stream_request_body = True`` behind Mongrel2's ``upload.stream=1``
+        the pieces come as the client sends them, and the client is held back while the
+        handler does not read. Otherwise the body is already here (inline, or in a file) and
+        is read from there, so the same code works in every mode.
+        """
+        try:
+            return self._stream
+        except AttributeError:  # not set on the hot path: most handlers never ask
+            pass
+        upload = self.upload
+        if upload is None:
+            stream = BodyStream.of_bytes(self._body or b"")
+        else:
+            stream = BodyStream.of_file(upload.open, upload.size)
+        self._stream = stream
+        return stream
+
+    @property
+    def _body_is_live(self) -> bool:
+        """Whether a ``stream_request_body`` handler reads this body as it arrives."""
+        return getattr(self.upload, "live", False)
+
     def set_upload(self, upload: Any) -> None:
         """Attach the file Mongrel2 spooled this request's body into (the app does this)."""
         self.upload = upload
@@ -413,6 +441,9 @@ class Request:
         return (self._parsed or self._parse_body())[1]
 
     def _parse_body(self) -> tuple[Fields, Files]:
+        if self._body_is_live:  # stream_request_body: the handler reads (and parses) it
+            self._parsed = ({}, {})
+            return self._parsed
         body = self.body
         ctype = self.content_type if body else ""
         limits = self.limits
@@ -454,7 +485,7 @@ class Request:
         if self._arguments is None:
             query = self.raw_headers.get(b"QUERY", b"")
             args = parse_query(query if isinstance(query, bytes) else query[-1])
-            if self.body:
+            if not self._body_is_live and self.body:
                 for name, values in self.form.items():
                     args.setdefault(name, []).extend(values)
             self._arguments = args

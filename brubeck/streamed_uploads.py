@@ -8,14 +8,16 @@ handler grants credits (``X ID, ["ctl", {"credits": N}]``). Each later message c
 Brubeck writes the pieces to a file in the ``upload_dir`` setting and then answers the request
 like a body Mongrel2 spooled itself: ``request.upload`` is that file. Unlike Mongrel2's own
 spooling (``upload.stream=0``), the handler process needs no access to Mongrel2's file system,
-so it may run on another machine.
+so it may run on another machine. A handler class with ``stream_request_body = True`` instead
+runs at the first piece and reads the others from ``request.body_stream`` as they come; its
+credits are granted as it reads, so a slow reader holds the client back.
 
 Rules of this module:
 
 - the route, the method, ``max_upload_size`` and ``accept_upload()`` are checked on the first
   message, as for any upload; a refusal is answered at once;
-- at most ``upload_stream_window`` bytes are granted and not yet written: a slow disk slows
-  the client down instead of filling this process's memory;
+- at most ``upload_stream_window`` bytes are granted and not yet written (or read): a slow
+  disk or handler slows the client down instead of filling this process's memory;
 - a piece out of order, a body past ``max_upload_size`` (chunked bodies announce no size) or a
   failing disk ends the upload with an answer (400, 413, 500); so does a client that sends
   nothing for ``upload_stream_timeout`` seconds (408), because Mongrel2 does not always say
@@ -39,6 +41,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from .bodystream import BodyStream
 from .errors import HTTPError
 from .uploads import Upload, check_upload_start
 
@@ -63,27 +66,39 @@ log = logging.getLogger("brubeck.app")
 
 
 class _Spool:
-    """One upload in progress: its first message, the file its pieces go to, and a timer."""
+    """One upload in progress: its first message, where its pieces go (a file, or the
+    ``BodyStream`` a running handler reads), and a timer."""
 
     __slots__ = (
         "early",
         "early_bytes",
         "file",
         "limit",
+        "outstanding",
         "path",
         "received",
         "request",
+        "stream",
         "timeout",
         "timer",
         "window",
     )
 
     def __init__(
-        self, request: Request, file: IO[bytes], path: Path, limits: tuple[int, int, float]
+        self,
+        request: Request,
+        file: IO[bytes] | None,
+        path: Path | None,
+        limits: tuple[int, int, float],
     ) -> None:
         self.request = request
         self.file = file
         self.path = path
+        #: the handler's ``request.body_stream`` when it reads the pieces as they come
+        self.stream: BodyStream | None = None
+        #: credits granted and not yet used by Mongrel2: while none are, a quiet client is
+        #: waiting for this process, not stalling
+        self.outstanding = 0
         #: ``max_upload_size``, ``upload_stream_window`` and ``upload_stream_timeout``
         self.limit, self.window, self.timeout = limits
         #: bytes written so far: the offset the next piece must start at
@@ -96,6 +111,8 @@ class _Spool:
     def close(self, delete: bool) -> None:
         if self.timer is not None:
             self.timer.cancel()
+        if self.file is None or self.path is None:
+            return
         try:
             self.file.close()
         except OSError as exc:  # a full disk can fail the last flush
@@ -103,6 +120,43 @@ class _Spool:
             delete = True
         if delete:
             self.path.unlink(missing_ok=True)
+
+
+class _LiveBody:
+    """``request.upload`` while a handler reads the body piece by piece: there is no file.
+
+    The app calls ``discard`` after the response; a body not read to its end then ends the
+    connection, since the rest of it would otherwise stay unread on it.
+    """
+
+    __slots__ = ("_uploads", "request", "stream")
+
+    #: what ``Request`` asks before it parses a form: there is none to parse here
+    live = True
+
+    def __init__(self, uploads: StreamedUploads, request: Request, stream: BodyStream) -> None:
+        self._uploads = uploads
+        self.request = request
+        self.stream = stream
+
+    def _no_file(self) -> Any:
+        raise RuntimeError(
+            "this handler reads its body as it arrives (stream_request_body): "
+            "use request.body_stream; the body is not stored"
+        )
+
+    size = property(_no_file)
+
+    def open(self) -> Any:
+        return self._no_file()
+
+    read = save_as = keep = open
+
+    def discard(self) -> None:
+        self._uploads._answered(self)
+
+    def __repr__(self) -> str:
+        return f"<live request body, {self.stream.received} bytes read>"
 
 
 class StreamedUploads:
@@ -135,15 +189,17 @@ class StreamedUploads:
         if spool is None or spool.request.sender != request.sender:
             self._unexpected(request)
             return None
+        spool.outstanding -= len(request.body)
         return self._piece(spool, request)
 
     def forget(self, conn_id: bytes) -> None:
         """The client went away: drop its upload and the file."""
-        spool = self._spools.pop(conn_id, None)
+        spool = self._spools.get(conn_id)
         if spool is not None:
             log.info("a streamed upload on connection %s ended: the client left", conn_id.decode())
-            spool.close(delete=True)
-            self._remember(conn_id)
+            self._drop(spool)
+            if spool.stream is not None:
+                spool.stream.fail(HTTPError(400, "the client went away"))
 
     def close_all(self) -> int:
         """Mongrel2 went away: drop every upload in progress; returns how many."""
@@ -152,15 +208,21 @@ class StreamedUploads:
         self._ended.clear()  # the next Mongrel2 numbers its connections from 1 again
         for spool in spools:
             spool.close(delete=True)
+            if spool.stream is not None:
+                spool.stream.fail(HTTPError(503, "Mongrel2 went away"))
         return len(spools)
 
     async def end_all(self, error: HTTPError) -> int:
         """A graceful stop: answer every upload in progress, then end its connection (their
         next pieces would come to a process that is gone); returns how many."""
-        requests = [spool.request for spool in self._spools.values()]
+        spools = list(self._spools.values())
+        requests = [spool.request for spool in spools]
         self.close_all()
-        for request in requests:
-            self._reply(request, error)
+        for spool in spools:
+            if spool.stream is None:
+                self._reply(spool.request, error)
+            else:  # its handler answers
+                spool.stream.fail(error)
         if requests:
             await asyncio.sleep(_CANCEL_AFTER)  # see _answer
             for request in requests:
@@ -177,8 +239,10 @@ class StreamedUploads:
             previous.close(delete=True)
         self._ended.pop(cid, None)
         try:
-            check_upload_start(app, request)
+            route = check_upload_start(app, request)
             limits = _limits(app.settings)
+            if route.is_class and route.target.stream_request_body:
+                return self._start_live(request, limits)
             directory = app.settings.get("upload_dir") or tempfile.gettempdir()
             try:
                 fd, name = tempfile.mkstemp(prefix="brubeck-upload.", dir=directory)
@@ -193,6 +257,22 @@ class StreamedUploads:
             return self._out_of_order(spool, request)
         # Mongrel2 read the first piece without credit: the whole window is still to grant.
         return self._take(spool, request, spool.window - len(request.body))
+
+    def _start_live(self, request: Request, limits: tuple[int, int, float]) -> Request | None:
+        """The handler reads the pieces as they come: it runs now, with a live body stream."""
+        spool = self._spools[request.conn_id] = _Spool(request, None, None, limits)
+        first = request.body
+        length = request.raw_headers.get(b"content-length")
+        size = int(length) if type(length) is bytes and length.isdigit() else None
+        stream = spool.stream = BodyStream(size, lambda taken: self._grant(spool, taken))
+        if request.raw_headers.get(STREAM) != b"0":
+            self._out_of_order(spool, request)
+        else:
+            # Up to a window of bytes may wait, unread, in this process.
+            self._take(spool, request, spool.window - len(first))
+        request.set_upload(_LiveBody(self, request, stream))
+        request._stream = stream
+        return request
 
     # The pieces
 
@@ -221,6 +301,7 @@ class StreamedUploads:
     def _take(self, spool: _Spool, piece: Request | None, credits: int) -> Request | None:
         """Write a piece and the early ones that follow it; then return the finished upload's
         request, or grant what was written (plus ``credits``) to Mongrel2."""
+        live = spool.stream is not None
         while piece is not None:
             body = piece.body
             if not self._write(spool, body):
@@ -228,9 +309,13 @@ class StreamedUploads:
             if STREAM_DONE in piece.raw_headers:
                 del self._spools[piece.conn_id]
                 spool.close(delete=False)
-                spool.request.set_upload(Upload(spool.path))
+                if spool.stream is not None:
+                    spool.stream.end()
+                    return None  # its handler is running already
+                spool.request.set_upload(Upload(spool.path))  # type: ignore[arg-type]
                 return spool.request
-            credits += len(body)
+            if not live:  # written to disk: Mongrel2 may send as much again
+                credits += len(body)
             piece = spool.early.pop(spool.received, None)
             if piece is not None:
                 spool.early_bytes -= len(piece.body)
@@ -252,8 +337,11 @@ class StreamedUploads:
         if spool.received > spool.limit:
             self._fail(spool, HTTPError(413, f"uploads are limited to {spool.limit} bytes"))
             return False
+        if spool.stream is not None:
+            spool.stream.feed(data)
+            return True
         try:
-            spool.file.write(data)
+            spool.file.write(data)  # type: ignore[union-attr]
         except OSError as exc:
             log.error("could not write the streamed upload %s: %s", spool.path, exc)
             self._fail(spool, HTTPError(500, "the upload could not be stored"))
@@ -263,9 +351,12 @@ class StreamedUploads:
     def _grant(self, spool: _Spool, credits: int) -> None:
         """Let Mongrel2 read ``credits`` more bytes, and give the client time to send them."""
         request = spool.request
+        if self._spools.get(request.conn_id) is not spool:
+            return  # ended meanwhile (a handler reading the last buffered pieces)
         conn = self.app.msg_conn
-        if credits and conn is not None:
+        if credits > 0 and conn is not None:
             conn.ctl(request.sender, request.conn_id, credits=credits)
+            spool.outstanding += credits
         if spool.timer is not None:
             spool.timer.cancel()
         try:
@@ -275,7 +366,11 @@ class StreamedUploads:
         spool.timer = loop.call_later(spool.timeout, self._expire, request.conn_id, spool)
 
     def _expire(self, conn_id: bytes, spool: _Spool) -> None:
-        if self._spools.get(conn_id) is spool:
+        if self._spools.get(conn_id) is not spool:
+            return
+        if spool.outstanding <= 0:  # the handler has not read what came: wait for it
+            self._grant(spool, 0)
+        else:
             log.warning(
                 "the streamed upload on connection %s stalled at %d bytes: ending it",
                 conn_id.decode(),
@@ -286,11 +381,29 @@ class StreamedUploads:
     # Ending
 
     def _fail(self, spool: _Spool, error: HTTPError) -> None:
+        self._drop(spool)
+        if spool.stream is not None:
+            spool.stream.fail(error)  # the handler reading it answers, then _answered ends it
+        else:
+            self._answer(spool.request, error)
+
+    def _drop(self, spool: _Spool) -> None:
         cid = spool.request.conn_id
-        self._spools.pop(cid, None)
+        if self._spools.get(cid) is spool:
+            del self._spools[cid]
         spool.close(delete=True)
         self._remember(cid)  # its pieces already on their way are dropped without a word
-        self._answer(spool.request, error)
+
+    def _answered(self, body: _LiveBody) -> None:
+        """The handler that read a live body answered: if it did not take the whole body, the
+        rest would stay on the connection, so the connection ends."""
+        if body.stream.finished:
+            return
+        spool = self._spools.get(body.request.conn_id)
+        if spool is not None and spool.request is body.request:
+            self._drop(spool)
+            body.stream.fail(HTTPError(500, "the response was sent before the body was read"))
+        self._cancel_soon(body.request)
 
     def _answer(self, request: Request, error: BaseException) -> None:
         """Answer an upload that ends here, then cancel its connection.
@@ -301,6 +414,9 @@ class StreamedUploads:
         connection; a client still sending then sees its write fail.
         """
         self._reply(request, error)
+        self._cancel_soon(request)
+
+    def _cancel_soon(self, request: Request) -> None:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # handled outside an event loop: cancel at once

@@ -25,6 +25,7 @@ from .request import declares_over
 if TYPE_CHECKING:
     from .app import Brubeck
     from .request import Request
+    from .routing import Route
 
 START = b"x-mongrel2-upload-start"
 DONE = b"x-mongrel2-upload-done"
@@ -104,8 +105,9 @@ class Upload:
         return f"<Upload {self.path}>"
 
 
-def check_upload_start(app: Brubeck, request: Request) -> None:
-    """Raise ``HTTPError`` if the upload announced by ``request`` must be refused now.
+def check_upload_start(app: Brubeck, request: Request) -> Route:
+    """The route of the upload announced by ``request``; raises ``HTTPError`` if it must be
+    refused now.
 
     Refused: no route (404) or no method (405) for it, a body over ``max_upload_size`` or a
     handler whose ``accept_upload()`` returns False (413). Nothing is spooled for those.
@@ -125,6 +127,7 @@ def check_upload_start(app: Brubeck, request: Request) -> None:
         handler = route.target(app, request, **route.init_kwargs)
         if handler.accept_upload() is False:
             raise HTTPError(413, "this upload was refused")
+    return route
 
 
 def finished_upload(headers: dict[bytes, Any], run_dir: str) -> Upload:

@@ -62,6 +62,21 @@ def test_mongrel2_config_takes_the_environment_then_the_flags(
     assert '"disable.access_logging": 1' in capsys.readouterr().out
 
 
+def test_mongrel2_config_takes_the_apps_mongrel2_settings(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert cli.main(["mongrel2", "config", "examples/streamed_upload/app.py:app"]) == 0
+    assert '"upload.stream": 1' in capsys.readouterr().out
+    bad = tmp_path / "bad_app.py"
+    bad.write_text(
+        "from brubeck import Brubeck, Mongrel2Connection\n"
+        "app = Brubeck(Mongrel2Connection('tcp://127.0.0.1:1', 'tcp://127.0.0.1:2'),"
+        " mongrel2_settings=['upload.stream'])\n"
+    )
+    with pytest.raises(SystemExit, match="mongrel2_settings setting must be a dict"):
+        cli.main(["mongrel2", "config", f"{bad}:app"])
+
+
 def test_logging_is_set_up_from_flags_or_environment(
     no_logging_setup: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -5,9 +5,11 @@ The app writes the pieces to its own ``upload_dir``; Mongrel2 writes no file at 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import os
+import runpy
 import signal
 import socket
 import subprocess
@@ -19,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from brubeck import Brubeck, WebMessageHandler
+from brubeck import Brubeck, HTTPError, WebMessageHandler
 
 STREAM = {"upload.stream": 1}
 
@@ -44,6 +46,32 @@ class Digest(WebMessageHandler):
         }
 
 
+class LiveDigest(WebMessageHandler):
+    """Reads the body as it comes (``stream_request_body``); slow on purpose with ``?slow``."""
+
+    stream_request_body = True
+
+    async def post(self) -> dict:
+        stream = self.request.body_stream
+        digest, pieces, most_waiting = hashlib.sha256(), 0, 0
+        slow = self.get_argument("slow", "")
+        async for piece in stream:
+            if pieces == 0 and piece.startswith(b"BAD"):
+                raise HTTPError(415, "not this kind of file")  # answered before the body is read
+            digest.update(piece)
+            pieces += 1
+            most_waiting = max(most_waiting, stream.buffered)
+            if slow:
+                await asyncio.sleep(0.01)
+        return {
+            "sha256": digest.hexdigest(),
+            "size": stream.received,
+            "pieces": pieces,
+            "most_waiting": most_waiting,
+            "length": stream.length,
+        }
+
+
 @pytest.fixture(scope="module")
 def spool(tmp_path_factory):
     return tmp_path_factory.mktemp("spool")
@@ -52,7 +80,7 @@ def spool(tmp_path_factory):
 @pytest.fixture(scope="module")
 def site(serve_module, spool):
     app = Brubeck(
-        handler_tuples=[(r"^/digest$", Digest)],
+        handler_tuples=[(r"^/digest$", Digest), (r"^/live$", LiveDigest)],
         upload_dir=str(spool),
         max_upload_size=4 * 1024 * 1024,
         max_body_size=8 * 1024 * 1024,
@@ -96,6 +124,35 @@ def test_a_chunked_body_streams_too(site):
     assert response.status_code == 200
     assert response.json()["sha256"] == hashlib.sha256(expected).hexdigest()
     assert response.json()["size"] == len(expected)
+
+
+def test_a_handler_can_read_the_pieces_as_they_come(site, spool):
+    data = os.urandom(2 * 1024 * 1024)
+    response = httpx.post(f"{site.url}/live", content=data, timeout=30)
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["sha256"], body["size"]) == (hashlib.sha256(data).hexdigest(), len(data))
+    assert body["length"] == len(data) and body["pieces"] > 10
+    assert spooled(spool) == []  # nothing was written to disk
+
+
+def test_a_slow_reader_holds_the_client_back(site):
+    """The credit window (64 KiB here) bounds what waits unread in the handler's process."""
+    data = os.urandom(1024 * 1024)
+    response = httpx.post(f"{site.url}/live?slow=1", content=data, timeout=60)
+    body = response.json()
+    assert body["sha256"] == hashlib.sha256(data).hexdigest()
+    assert body["most_waiting"] <= 64 * 1024
+
+
+def test_a_live_handler_may_answer_before_the_body_is_read(site):
+    """It refuses on the first bytes; the connection then ends (the rest is never read)."""
+    head = b"POST /live HTTP/1.1\r\nHost: x\r\nContent-Length: 4000000\r\n\r\n"
+    answer, took = send_then_read(site, head, b"BAD" + b"x" * 3_999_997)
+    assert took < 5
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 415 ")
+    response = httpx.post(f"{site.url}/live", content=b"BAD" + b"x" * 100_000)
+    assert response.status_code == 415
 
 
 def test_a_small_body_stays_inline(site):
@@ -246,3 +303,16 @@ def test_without_peers_a_stray_piece_ends_the_upload_with_a_warning(mongrel2_fac
         warned = "".join(log.read_text() for log in logs)
     assert 200 not in outcomes  # never a wrong answer from half a body
     assert "which this process did not start" in warned and "websocket_peers" in warned
+
+
+def test_the_example_stores_and_hashes_streamed_uploads(mongrel2_factory, serve):
+    """examples/streamed_upload asks for upload.stream=1 itself (its mongrel2_settings)."""
+    path = Path(__file__).resolve().parents[2] / "examples" / "streamed_upload" / "app.py"
+    app = runpy.run_path(str(path))["app"]
+    m2 = serve(app, settings=app.settings["mongrel2_settings"])
+    data = os.urandom(1_500_000)
+    expected = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    with httpx.Client(base_url=m2.url, timeout=30) as client:
+        assert client.post("/store", content=data).json() == expected
+        assert client.post("/hash", content=data).json() == expected
+    assert not (m2.upload_dir.exists() and os.listdir(m2.upload_dir))  # Mongrel2 wrote none
