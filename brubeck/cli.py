@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
 import logging
@@ -142,12 +143,15 @@ def _serve_with_mongrel2(app: Brubeck, args: argparse.Namespace, workers: int, r
 
 def _serve(app: Brubeck, args: argparse.Namespace, workers: int) -> int:
     """Serve in this process, or supervise ``workers`` processes that each serve."""
-    from .supervisor import SUPERVISOR_PID_ENV, Supervisor, stop_when_orphaned
+    from .supervisor import SUPERVISOR_PID_ENV, WORKER_ID_ENV, Supervisor, stop_when_orphaned
 
     if workers == 1 and not args.reload:
         parent = os.environ.get(SUPERVISOR_PID_ENV, "")
         if parent.isdigit() and int(parent) == os.getppid():
             stop_when_orphaned(app, int(parent))
+            worker = os.environ.get(WORKER_ID_ENV, "")
+            if app.settings.get("websocket_peers") and worker.isdigit():
+                app.settings.setdefault("websocket_peer_index", int(worker) - 1)
         app.run()
         _flush_zeromq()
         return 0
@@ -159,14 +163,26 @@ def _serve(app: Brubeck, args: argparse.Namespace, workers: int) -> int:
     reloader = Reloader(app_directory(args.target)) if args.reload else None
     if reloader is not None:
         log.info("reloading the workers when a .py file under %s changes", reloader.root)
-    supervisor = Supervisor(
-        _worker_command(app, args),
-        workers,
-        env=env,
-        shutdown_timeout=app.shutdown_timeout + 5,
-        reloader=reloader,
-    )
-    return supervisor.run()
+    with contextlib.ExitStack() as cleanup:
+        if workers > 1 and not app.settings.get("websocket_peers"):
+            # Mongrel2 deals a connection's messages out to every worker in turn: WebSocket
+            # frames and streamed upload pieces must reach the one that owns the connection.
+            directory = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="brubeck-"))
+            env["BRUBECK_WEBSOCKET_PEERS"] = " ".join(_peer_endpoints(directory, workers))
+            log.info("the workers pass each other WebSocket and upload messages in %s", directory)
+        supervisor = Supervisor(
+            _worker_command(app, args),
+            workers,
+            env=env,
+            shutdown_timeout=app.shutdown_timeout + 5,
+            reloader=reloader,
+        )
+        return supervisor.run()
+
+
+def _peer_endpoints(directory: str, workers: int) -> list[str]:
+    """One ``ipc://`` endpoint per worker (worker N binds the (N-1)th)."""
+    return [f"ipc://{directory}/peer-{i}" for i in range(workers)]
 
 
 def _flush_zeromq(linger_ms: int = 2000) -> None:

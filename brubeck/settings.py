@@ -62,6 +62,13 @@ def _text(text: str) -> str:
     return text
 
 
+def _endpoints(text: str) -> list[str]:
+    endpoints = text.split()
+    if not endpoints or not all("://" in endpoint for endpoint in endpoints):
+        raise ValueError("give ZeroMQ endpoints (e.g. ipc:///run/app/0 tcp://10.0.0.2:7000)")
+    return endpoints
+
+
 def _header_name(text: str) -> str | None:
     """A header name, ``1``/``true`` for ``X-Request-Id``, empty or ``0``/``false`` for none."""
     value = text.strip()
@@ -142,6 +149,20 @@ ENVIRONMENT: tuple[EnvVar, ...] = (
     ),
     EnvVar("BRUBECK_MAX_BODY_SIZE", "max_body_size", "setting", _int_at_least(0), "bytes"),
     EnvVar("BRUBECK_MAX_UPLOAD_SIZE", "max_upload_size", "setting", _int_at_least(0), "bytes"),
+    EnvVar(
+        "BRUBECK_WEBSOCKET_PEERS",
+        "websocket_peers",
+        "setting",
+        _endpoints,
+        "ZeroMQ endpoints, one per process, separated by spaces",
+    ),
+    EnvVar(
+        "BRUBECK_WEBSOCKET_PEER_INDEX",
+        "websocket_peer_index",
+        "setting",
+        _int_at_least(0),
+        "this process's place in the peers",
+    ),
 )
 
 

@@ -26,6 +26,8 @@ def test_values_are_parsed() -> None:
             "BRUBECK_ACCESS_LOG": "0",
             "BRUBECK_SHUTDOWN_TIMEOUT": "2.5",
             "BRUBECK_REQUEST_ID_HEADER": "true",
+            "BRUBECK_WEBSOCKET_PEERS": " ipc:///tmp/p-0  tcp://10.0.0.2:7000 ",
+            "BRUBECK_WEBSOCKET_PEER_INDEX": "1",
         }
     ) == {
         "pull": "tcp://10.0.0.5:9999",
@@ -35,6 +37,8 @@ def test_values_are_parsed() -> None:
         "access_log": False,
         "shutdown_timeout": 2.5,
         "request_id_header": "X-Request-Id",
+        "websocket_peers": ["ipc:///tmp/p-0", "tcp://10.0.0.2:7000"],
+        "websocket_peer_index": 1,
     }
 
 
@@ -48,6 +52,9 @@ def test_values_are_parsed() -> None:
         ("BRUBECK_SHUTDOWN_TIMEOUT", "-1"),
         ("BRUBECK_REQUEST_TIMEOUT", "nan"),
         ("BRUBECK_MAX_IN_FLIGHT", "0"),
+        ("BRUBECK_WEBSOCKET_PEERS", " "),
+        ("BRUBECK_WEBSOCKET_PEERS", "localhost:7000"),
+        ("BRUBECK_WEBSOCKET_PEER_INDEX", "-1"),
     ],
 )
 def test_bad_values_name_the_variable(name: str, value: str) -> None:

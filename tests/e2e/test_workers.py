@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import queue
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from websockets.asyncio.client import connect
 
 from brubeck.mongrel2 import free_port
 
@@ -256,3 +258,39 @@ def test_reload_picks_up_an_edited_handler(cli, tmp_path):
             assert time.monotonic() < deadline, server.output
             time.sleep(0.05)
     assert server.stop() == 0, server.output
+
+
+SHARED_APP = str(Path(__file__).resolve().parent / "apps" / "shared_app.py") + ":app"
+
+
+def test_workers_share_streamed_uploads_and_websockets_by_themselves(cli):
+    """Without websocket_peers in the app, ``--workers 2`` sets them up: every upload's pieces
+    and every socket's frames reach the worker that owns the connection."""
+    server = cli("--workers", "2", target=SHARED_APP)
+    server.wait_ready()
+    assert "pass each other WebSocket and upload messages" in server.output
+    pids = set()
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        for i in range(8):  # a new connection each: owners alternate
+            data = os.urandom(200_000 + i)
+            body = client.post("/digest", content=data, headers={"Connection": "close"}).json()
+            assert (body["sha256"], body["size"]) == (hashlib.sha256(data).hexdigest(), len(data))
+            pids.add(body["pid"])
+    assert len(pids) == 2
+
+    async def talk() -> list[dict]:
+        async with connect(f"ws://127.0.0.1:{server.port}/count", open_timeout=10) as ws:
+            replies = []
+            for n in range(10):
+                await ws.send(str(n))
+                replies.append(json.loads(await asyncio.wait_for(ws.recv(), 5)))
+            return replies
+
+    async def three() -> list[list[dict]]:
+        return await asyncio.wait_for(asyncio.gather(talk(), talk(), talk()), 30)
+
+    for replies in asyncio.run(three()):
+        assert [reply["count"] for reply in replies] == list(range(1, 11))
+        assert len({reply["pid"] for reply in replies}) == 1  # one owner per socket
+    assert server.stop() == 0
+    assert "did not start" not in server.output
