@@ -329,6 +329,9 @@ class Brubeck(AwaitingRequests):
             data = envelope + Response(
                 b"500 Internal Server Error\n", 500, content_type="text/plain"
             ).encode(connection=connection)
+        # A body Mongrel2 still reads on credit ignores a close: its discard() cancels instead.
+        if close and getattr(request.upload, "holds_connection", False):
+            close = False
         if windowed:
             self.send_to(request, data)
             if close:

@@ -8,6 +8,7 @@ percent-decoding; malformed input raises ``HTTPError(400)`` with the reason, and
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -414,6 +415,8 @@ class Request:
         self._arguments = None
         self._json = _UNSET
         self._parsed = None
+        with contextlib.suppress(AttributeError):
+            del self._stream
 
     def check_content_length(self) -> None:
         """Refuse, before any handler runs, a body the client declares over ``max_body_size``."""

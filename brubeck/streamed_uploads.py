@@ -59,6 +59,9 @@ DEFAULT_TIMEOUT = 60.0
 #: Seconds between an upload's error answer and the cancel that ends its connection.
 _CANCEL_AFTER = 0.5
 
+#: Why an upload ended, in ``StreamedUploads._ended``: its client left (nothing to cancel).
+_LEFT = "left"
+
 #: How many recently ended connections are remembered (``StreamedUploads._ended``).
 _RECENT_LIMIT = 1024
 
@@ -147,10 +150,16 @@ class _LiveBody:
 
     size = property(_no_file)
 
-    def open(self) -> Any:
+    def open(self, *args: Any) -> Any:
         return self._no_file()
 
     read = save_as = keep = open
+
+    @property
+    def holds_connection(self) -> bool:
+        """Whether Mongrel2 still waits for credits to read this body: then a close would
+        not end the connection (``respond`` leaves it to ``discard``, which cancels it)."""
+        return not self.stream.finished
 
     def discard(self) -> None:
         self._uploads._answered(self)
@@ -167,7 +176,9 @@ class StreamedUploads:
         self._spools: dict[bytes, _Spool] = {}
         #: connections whose upload ended here, or whose stray piece was reported: the pieces
         #: still on their way are dropped without a word
-        self._ended: OrderedDict[bytes, None] = OrderedDict()
+        self._ended: OrderedDict[bytes, str] = OrderedDict()
+        #: set by ``end_all``: the stop itself cancels every connection
+        self._stopping = False
 
     def __len__(self) -> int:
         return len(self._spools)
@@ -175,8 +186,9 @@ class StreamedUploads:
     def handle(self, request: Request, raw: bytes) -> Request | None:
         """A message with an ``UPLOAD_STREAM`` header: the first of an upload, or a piece.
 
-        Returns the upload's request, its body now in ``request.upload``, once the last piece
-        is written: the app then routes and answers it like any request.
+        Returns the upload's request when its handler is to run now: once the last piece is
+        written (its body in ``request.upload``), or at the first piece for a handler that
+        reads the pieces as they come. The app then routes and runs it like any request.
         """
         ownership = self.app.websockets.ownership
         if ownership is not None and not ownership.owns(request.conn_id):
@@ -198,6 +210,7 @@ class StreamedUploads:
         if spool is not None:
             log.info("a streamed upload on connection %s ended: the client left", conn_id.decode())
             self._drop(spool)
+            self._remember(conn_id, _LEFT)  # nothing to cancel: see _answered
             if spool.stream is not None:
                 spool.stream.fail(HTTPError(400, "the client went away"))
 
@@ -215,6 +228,7 @@ class StreamedUploads:
     async def end_all(self, error: HTTPError) -> int:
         """A graceful stop: answer every upload in progress, then end its connection (their
         next pieces would come to a process that is gone); returns how many."""
+        self._stopping = True
         spools = list(self._spools.values())
         requests = [spool.request for spool in spools]
         self.close_all()
@@ -397,9 +411,10 @@ class StreamedUploads:
     def _answered(self, body: _LiveBody) -> None:
         """The handler that read a live body answered: if it did not take the whole body, the
         rest would stay on the connection, so the connection ends."""
-        if body.stream.finished:
+        cid = body.request.conn_id
+        if body.stream.finished or self._stopping or self._ended.get(cid) == _LEFT:
             return
-        spool = self._spools.get(body.request.conn_id)
+        spool = self._spools.get(cid)
         if spool is not None and spool.request is body.request:
             self._drop(spool)
             body.stream.fail(HTTPError(500, "the response was sent before the body was read"))
@@ -454,8 +469,8 @@ class StreamedUploads:
         )
         self._cancel(request)
 
-    def _remember(self, conn_id: bytes) -> None:
-        self._ended[conn_id] = None
+    def _remember(self, conn_id: bytes, why: str = "ended") -> None:
+        self._ended[conn_id] = why
         if len(self._ended) > _RECENT_LIMIT:
             self._ended.popitem(last=False)
 
