@@ -27,16 +27,16 @@ from brubeck import Brubeck, HTTPError, WebMessageHandler, streamed_uploads
 from brubeck.bodystream import PIECE_SIZE, BodyStream
 from brubeck.request import Request
 from brubeck.testing import TestClient, TestResponse
-
-PATH = b"/up"
-CANCEL_AFTER = streamed_uploads._CANCEL_AFTER  # the real delay, before quick_cancel
-
-
-@pytest.fixture(autouse=True)
-def quick_cancel(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The cancel that ends a body left unread follows its answer after 0.02 s, not 0.5 s."""
-    monkeypatch.setattr(streamed_uploads, "_CANCEL_AFTER", 0.02)
-
+from tests.upload_stream_support import (
+    CANCEL_AFTER,
+    answer,
+    credits,
+    ctl,
+    disconnect,
+    first,
+    piece,
+    quick_cancel,  # noqa: F401 - an autouse fixture
+)
 
 # BodyStream on its own
 
@@ -251,79 +251,6 @@ def make_app(remote: Remote | None = None, **settings: Any) -> Brubeck:
 
 
 # Mongrel2's side of the wire (as in tests/test_streamed_uploads.py)
-
-
-def wire(client: TestClient, conn_id: int, headers: dict[bytes, Any], body: bytes) -> bytes:
-    path = headers.get(b"PATH", PATH)
-    return b"%s %d %s %s%s" % (
-        client.sender,
-        conn_id,
-        path,
-        tnetstring.dumps(headers),
-        tnetstring.dumps(body),
-    )
-
-
-def first(
-    client: TestClient,
-    conn_id: int,
-    body: bytes = b"",
-    *,
-    length: int | None = None,
-    method: bytes = b"POST",
-    path: bytes = PATH,
-    extra: dict[bytes, bytes] | None = None,
-) -> bytes:
-    """The first message of a streamed body of ``length`` bytes (chunked when None)."""
-    headers: dict[bytes, Any] = {
-        b"host": b"testserver",
-        b"content-type": b"application/octet-stream",
-        b"PATH": path,
-        b"METHOD": method,
-        b"VERSION": b"HTTP/1.1",
-        b"URI": path,
-        b"PATTERN": b"/",
-        b"UPLOAD_STREAM": b"0",
-    }
-    if length is None:
-        headers[b"transfer-encoding"] = b"chunked"
-    else:
-        headers[b"content-length"] = b"%d" % length
-    headers.update(extra or {})
-    return wire(client, conn_id, headers, body)
-
-
-def piece(
-    client: TestClient, conn_id: int, offset: int | bytes, body: bytes, done: bool = False
-) -> bytes:
-    """A later piece: only ``UPLOAD_STREAM`` (and ``UPLOAD_STREAM_DONE`` on the last)."""
-    headers = {b"UPLOAD_STREAM": offset if isinstance(offset, bytes) else b"%d" % offset}
-    if done:
-        headers[b"UPLOAD_STREAM_DONE"] = b"1"
-    return wire(client, conn_id, headers, body)
-
-
-def disconnect(client: TestClient, conn_id: int) -> bytes:
-    headers = tnetstring.dumps({b"METHOD": b"JSON"})
-    body = tnetstring.dumps(b'{"type":"disconnect"}')
-    return b"%s %d @* %s%s" % (client.sender, conn_id, headers, body)
-
-
-async def ctl(client: TestClient, conn_id: int) -> dict[bytes, Any]:
-    """The next message to ``conn_id``, which must be a control message."""
-    kind, payload = tnetstring.loads(await client.receive(conn_id))
-    assert kind == b"ctl"
-    return payload
-
-
-async def credits(client: TestClient, conn_id: int) -> int:
-    payload = await ctl(client, conn_id)
-    assert list(payload) == [b"credits"]
-    return payload[b"credits"]
-
-
-async def answer(client: TestClient, conn_id: int) -> TestResponse:
-    return TestResponse(await client.receive(conn_id), closed=False)
 
 
 async def ended(client: TestClient, conn_id: int) -> TestResponse:
@@ -780,22 +707,6 @@ async def test_a_graceful_stop_fails_the_pending_read_with_a_503() -> None:
     error = await remote.result()
     assert isinstance(error, HTTPError) and error.status == 503
     assert "the server is restarting" in str(error)
-
-
-async def test_a_graceful_stop_answers_the_handler_s_503_then_cancels() -> None:
-    remote = Remote()
-    async with TestClient(make_app(remote)) as client:
-        await client.send_raw(first(client, 31, b"abc", length=10))
-        assert await credits(client, 31) == 5
-        remote.ask(BodyStream.read)
-        assert await remote.result() == b"abc"
-        assert await credits(client, 31) == 3
-        remote.ask(BodyStream.read)
-        await asyncio.sleep(0.01)
-        client.app.stop()
-        response = await answer(client, 31)
-        assert await ctl(client, 31) == {b"cancel": True}
-    assert response.status_code == 503
 
 
 async def test_a_graceful_stop_cancels_a_live_upload_once() -> None:

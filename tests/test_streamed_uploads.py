@@ -22,21 +22,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import tnetstring
 
 from brubeck import Brubeck, WebMessageHandler, streamed_uploads
 from brubeck.request import Request
-from brubeck.testing import TestClient, TestResponse
-
-PATH = b"/up"
-CANCEL_AFTER = streamed_uploads._CANCEL_AFTER  # the real delay, before quick_cancel
-
-
-@pytest.fixture(autouse=True)
-def quick_cancel(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The cancel that ends an upload follows its answer after 0.02 s instead of 0.5 s."""
-    monkeypatch.setattr(streamed_uploads, "_CANCEL_AFTER", 0.02)
-
+from brubeck.testing import TestClient
+from tests.upload_stream_support import (
+    CANCEL_AFTER,
+    answer,
+    credits,
+    ctl,
+    disconnect,
+    first,
+    piece,
+    quick_cancel,  # noqa: F401 - an autouse fixture
+)
 
 # The app
 
@@ -87,82 +86,6 @@ def spooled(directory: Path) -> list[Path]:
 
 
 # Mongrel2's side of the wire
-
-
-def wire(
-    client: TestClient, conn_id: int, headers: dict[bytes, Any], body: bytes, path: bytes = PATH
-) -> bytes:
-    return b"%s %d %s %s%s" % (
-        client.sender,
-        conn_id,
-        path,
-        tnetstring.dumps(headers),
-        tnetstring.dumps(body),
-    )
-
-
-def first(
-    client: TestClient,
-    conn_id: int,
-    body: bytes = b"",
-    *,
-    length: int | None = None,
-    method: bytes = b"POST",
-    path: bytes = PATH,
-    extra: dict[bytes, bytes] | None = None,
-) -> bytes:
-    """The first message of a streamed body: ``length`` bytes, or chunked when None;
-    ``extra`` headers are added last (they may replace the others)."""
-    headers: dict[bytes, Any] = {
-        b"host": b"testserver",
-        b"content-type": b"application/octet-stream",
-        b"PATH": path,
-        b"METHOD": method,
-        b"VERSION": b"HTTP/1.1",
-        b"URI": path + b"?q=x",
-        b"QUERY": b"q=x",
-        b"PATTERN": b"/",
-        b"UPLOAD_STREAM": b"0",
-    }
-    if length is None:
-        headers[b"transfer-encoding"] = b"chunked"
-    else:
-        headers[b"content-length"] = b"%d" % length
-    headers.update(extra or {})
-    return wire(client, conn_id, headers, body, path)
-
-
-def piece(
-    client: TestClient, conn_id: int, offset: int | bytes, body: bytes, done: bool = False
-) -> bytes:
-    """A later piece: only ``UPLOAD_STREAM`` (and ``UPLOAD_STREAM_DONE`` on the last)."""
-    headers = {b"UPLOAD_STREAM": offset if isinstance(offset, bytes) else b"%d" % offset}
-    if done:
-        headers[b"UPLOAD_STREAM_DONE"] = b"1"
-    return wire(client, conn_id, headers, body)
-
-
-def disconnect(client: TestClient, conn_id: int) -> bytes:
-    headers = tnetstring.dumps({b"METHOD": b"JSON"})
-    body = tnetstring.dumps(b'{"type":"disconnect"}')
-    return b"%s %d @* %s%s" % (client.sender, conn_id, headers, body)
-
-
-async def ctl(client: TestClient, conn_id: int) -> dict[bytes, Any]:
-    """The next message to ``conn_id``, which must be a control message."""
-    kind, payload = tnetstring.loads(await client.receive(conn_id))
-    assert kind == b"ctl"
-    return payload
-
-
-async def credits(client: TestClient, conn_id: int) -> int:
-    payload = await ctl(client, conn_id)
-    assert list(payload) == [b"credits"]
-    return payload[b"credits"]
-
-
-async def answer(client: TestClient, conn_id: int) -> TestResponse:
-    return TestResponse(await client.receive(conn_id), closed=False)
 
 
 async def ended(client: TestClient, conn_id: int) -> int:
