@@ -137,10 +137,14 @@ def handler_argv(template: str, pull: str, pub: str, app: str = HELLO_APP) -> li
 
 
 def start(
-    argv: list[str], log: Path | None = None, cwd: Path = REPO, cpus: set[int] | None = None
+    argv: list[str],
+    log: Path | None = None,
+    cwd: Path = REPO,
+    cpus: set[int] | None = None,
+    env_extra: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start a child in its own session, with this repository importable; only on ``cpus``."""
-    env = dict(os.environ)
+    env = {**os.environ, **(env_extra or {})}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     out = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115
     try:

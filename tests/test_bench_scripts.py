@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -330,3 +331,26 @@ def test_instructions_args_and_child(isolated_imports):
             cwd=instructions.REPO,
         )
         assert result.returncode == 0, result.stderr
+
+
+def test_uploads_args():
+    uploads = bench("uploads")
+    args = uploads.parse_args(["--size-mb", "2", "--windows", "4096,65536"])
+    assert (args.size_mb, args.windows) == (2, [4096, 65536])
+    for bad in (["--size-mb", "0"], ["--windows", "big"]):
+        with pytest.raises(SystemExit):
+            uploads.parse_args(bad)
+
+
+@pytest.mark.skipif(
+    not (shutil.which("curl") and shutil.which("mongrel2") and shutil.which("m2sh")),
+    reason="needs curl and Mongrel2",
+)
+def test_uploads_tiny_run(tmp_path):
+    """Every mode uploads 1 MB through a real Mongrel2 and gets its SHA-256 back."""
+    uploads = bench("uploads")
+    argv = ["--size-mb", "1", "--repeat", "1", "--windows", "65536"]
+    out = run_main(uploads, [*argv, "--json", str(tmp_path / "u.json")])
+    assert "| m2-file |" in out and "| stream-live | 65536 |" in out
+    rows = json.loads((tmp_path / "u.json").read_text())["rows"]
+    assert [row["mode"] for row in rows] == ["m2-file", "stream-file", "stream-live"]
