@@ -169,6 +169,8 @@ class Request:
         "upload",
     )
     _request_id: str
+    #: ``body_stream``'s, made on first use (or set by a streamed upload)
+    _stream: BodyStream
     #: ``perf_counter()`` at arrival; set only while the app keeps an access log.
     started: float
 

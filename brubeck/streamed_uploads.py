@@ -268,7 +268,8 @@ class StreamedUploads:
             return None
         spool = self._spools[cid] = _Spool(request, os.fdopen(fd, "wb"), Path(name), limits)
         if request.raw_headers.get(STREAM) != b"0":
-            return self._out_of_order(spool, request)
+            self._out_of_order(spool, request)
+            return None
         # Mongrel2 read the first piece without credit: the whole window is still to grant.
         return self._take(spool, request, spool.window - len(request.body))
 
@@ -307,7 +308,8 @@ class StreamedUploads:
             or offset in spool.early
             or spool.early_bytes + size > spool.window
         ):
-            return self._out_of_order(spool, piece)
+            self._out_of_order(spool, piece)
+            return None
         spool.early[offset] = piece
         spool.early_bytes += size
         return None
