@@ -155,6 +155,18 @@ def test_a_live_handler_may_answer_before_the_body_is_read(site):
     assert response.status_code == 415
 
 
+@pytest.mark.parametrize("version", ["HTTP/1.0", "HTTP/1.1"])
+def test_an_early_answer_that_asks_for_a_close_still_ends_the_connection(site, version):
+    """HTTP/1.0 and 'Connection: close' make the answer a closing one: the close must not
+    be sent while Mongrel2 waits for credits (it would block the cancel)."""
+    head = (
+        f"POST /live {version}\r\nHost: x\r\nConnection: close\r\nContent-Length: 4000000\r\n\r\n"
+    ).encode()
+    answer, took = send_then_read(site, head, b"BAD" + b"x" * 3_999_997)
+    assert took < 5
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 415 ")
+
+
 def test_a_small_body_stays_inline(site):
     response = httpx.post(f"{site.url}/digest", content=b"hello")
     assert response.json()["spooled"] is False and response.json()["size"] == 5
