@@ -179,6 +179,15 @@ class StreamedUploads:
         self._ended: OrderedDict[bytes, str] = OrderedDict()
         #: set by ``end_all``: the stop itself cancels every connection
         self._stopping = False
+        app.on_startup(self._check_settings)
+
+    def _check_settings(self) -> None:
+        """Refuse to start with settings every streamed upload would fail on."""
+        settings = self.app.settings
+        _limits(settings)
+        directory = settings.get("upload_dir")
+        if directory and not (os.path.isdir(directory) and os.access(directory, os.W_OK)):
+            raise ValueError(f"the upload_dir setting, {directory!r}, is not a writable directory")
 
     def __len__(self) -> int:
         return len(self._spools)

@@ -415,13 +415,33 @@ async def test_each_piece_gives_the_client_a_new_timeout(tmp_path: Path) -> None
 async def test_a_file_that_cannot_be_created_is_a_500(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    app, seen = upload_app(upload_dir=str(tmp_path / "missing"))
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    app, seen = upload_app(upload_dir=str(spool))
     async with TestClient(app) as client:
+        spool.rmdir()  # gone after the start (an unmounted disk, say)
         await client.send_raw(first(client, 31, b"abc", length=10))
         assert await ended(client, 31) == 500
     assert seen == []
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert "could not create a file for a streamed upload" in errors[0]
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"upload_dir": "/nonexistent/spool"}, "is not a writable directory"),
+        ({"upload_stream_window": 0}, "must be positive"),
+        ({"upload_stream_timeout": "soon"}, "is not a number"),
+    ],
+)
+async def test_settings_every_streamed_upload_would_fail_on_stop_the_start(
+    settings: dict[str, Any], message: str
+) -> None:
+    app, _ = upload_app(**settings)
+    with pytest.raises(ValueError, match=message):
+        async with TestClient(app):
+            pass
 
 
 async def test_stopping_answers_uploads_in_progress_with_a_503(tmp_path: Path) -> None:
