@@ -33,6 +33,17 @@ def _text(value: bytes) -> str:
     return value.decode("latin-1")
 
 
+def _raw_list(value: Any) -> list[bytes]:
+    """The byte strings of a repeated header (see ``_texts``)."""
+    return [v for v in value if isinstance(v, bytes)] if isinstance(value, list) else []
+
+
+def _texts(value: Any) -> list[str]:
+    """A repeated header's values. Mongrel2 only sends strings; anything else (a peer that
+    is not Mongrel2) is left out rather than failing the request's answer."""
+    return [_text(v) for v in _raw_list(value)]
+
+
 class Headers(Mapping[str, Any]):
     """The client's request headers, looked up case-insensitively.
 
@@ -48,19 +59,21 @@ class Headers(Mapping[str, Any]):
 
     def __getitem__(self, name: str) -> str | list[str]:
         value = self._raw[name.lower().encode("latin-1")]
-        return _text(value) if isinstance(value, bytes) else [_text(v) for v in value]
+        if isinstance(value, bytes):
+            return _text(value)
+        return _texts(value)
 
     def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
         value = self._raw.get(name.lower().encode("latin-1"))
         if value is None:
             return default
-        return _text(value) if isinstance(value, bytes) else [_text(v) for v in value]
+        return _text(value) if isinstance(value, bytes) else _texts(value)
 
     def getlist(self, name: str) -> list[str]:
         value = self._raw.get(name.lower().encode("latin-1"))
         if value is None:
             return []
-        return [_text(value)] if isinstance(value, bytes) else [_text(v) for v in value]
+        return [_text(value)] if isinstance(value, bytes) else _texts(value)
 
     def first(self, name: str, default: str | None = None) -> str | None:
         """The first value of a header that may have been repeated."""
@@ -254,9 +267,10 @@ class Request:
 
     def _fact(self, key: bytes, default: str = "") -> str:
         value = self.raw_headers.get(key)
-        if value is None:
-            return default
-        return _text(value) if isinstance(value, bytes) else _text(value[-1])
+        if isinstance(value, bytes):
+            return _text(value)
+        values = _texts(value)
+        return values[-1] if values else default
 
     # Mongrel2's facts (upper-case keys, trusted)
 
@@ -427,7 +441,7 @@ class Request:
         if declared is None or self.upload is not None:
             return  # a body spooled to a file (by Mongrel2 or by the app) is not in memory
         limit = self.limits.max_body_size
-        for value in [declared] if isinstance(declared, bytes) else declared:
+        for value in [declared] if isinstance(declared, bytes) else _raw_list(declared):
             if declares_over(value, limit):
                 raise HTTPError(413, _too_large(f"Content-Length {value[:30].decode()}", limit))
 

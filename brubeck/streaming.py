@@ -118,7 +118,7 @@ class CreditWindows(dict[bytes, CreditWindow]):
 
     def open(self, conn_id: bytes, announced: Any) -> None:
         """Mongrel2 announces a connection's credits on its first request."""
-        if isinstance(announced, bytes) and announced.isdigit():
+        if isinstance(announced, bytes) and announced.isdigit() and len(announced) <= 18:
             if len(self) >= self.limit:
                 self.pop(next(iter(self)))
             self[conn_id] = CreditWindow(int(announced))
@@ -127,7 +127,8 @@ class CreditWindows(dict[bytes, CreditWindow]):
         """A credits notice: Mongrel2 wrote that many more bytes to the client."""
         window = self.get(conn_id)
         if window is not None:
-            window.credit(int(amount) if isinstance(amount, bytes) and amount.isdigit() else 0)
+            valid = isinstance(amount, bytes) and amount.isdigit() and len(amount) <= 18
+            window.credit(int(amount) if valid else 0)
 
 
 class ResponseStream:

@@ -175,3 +175,35 @@ def test_delete_cookies_skips_names_no_set_cookie_can_carry(cookie: bytes) -> No
     assert conn.sent[0].startswith(b"S 1:5, HTTP/1.1 200 OK")
     assert conn.sent[0].count(b"Set-Cookie: ") == 1
     assert b"Set-Cookie: sid=; " in conn.sent[0]
+
+
+@pytest.mark.parametrize(
+    "forged",
+    [
+        {b"VERSION": 5},
+        {b"VERSION": []},
+        {b"connection": 7},
+        {b"connection": [b"close", 3]},
+        {b"content-length": 5},
+        {b"content-length": [b"1", 2]},
+        {b"DOWNLOAD_CREDITS": b"9" * 5000},
+        {b"DOWNLOAD_CREDITS": 5},
+        {b"QUERY": 5},
+        {b"cookie": 5},
+    ],
+    ids=lambda forged: repr(forged)[:40],
+)
+def test_header_values_that_are_not_strings_still_get_an_answer(forged: dict[bytes, Any]) -> None:
+    """Only a peer that is not Mongrel2 sends them; they raised out of handle_message (no
+    answer): in respond's keep-alive check, the Content-Length check and the credit window."""
+    app = Brubeck()
+
+    @app.add_route(r"^/x$", method="GET")
+    def page(application: Brubeck, request: Request) -> str:
+        return "ok"
+
+    conn = _Sent()
+    app.msg_conn = conn  # type: ignore[assignment]
+    m2 = {b"METHOD": b"GET", b"VERSION": b"HTTP/1.1", b"PATH": b"/x", b"URI": b"/x"}
+    app.handle_message(b"S 9 /x " + tnetstring.dumps({**m2, **forged}) + b"0:,")
+    assert conn.sent and conn.sent[0].split(b", ", 1)[1].startswith(b"HTTP/1.1 200 OK\r\n")
