@@ -113,6 +113,9 @@ class Brubeck(AwaitingRequests):
         #: Bodies Mongrel2 sends in pieces (``upload.stream=1``), by connection id.
         self._streams = StreamedUploads(self)
         self._access_log: AccessHook | None = None  # set by serve() from the settings
+        #: Set by serve() when Mongrel2 runs download flow control and several processes share
+        #: its connections: every message then goes to its connection's owner (see serve).
+        self._to_owner: Any = None
         for rule in handler_tuples:
             if not 2 <= len(rule) <= 3:
                 raise ValueError(
@@ -276,6 +279,22 @@ class Brubeck(AwaitingRequests):
             self._start_task(request, result, handler)
         else:
             self._order.deliver(request, self._function_response(request, result))
+
+    def _handle_owned(self, raw: bytes) -> None:
+        """``handle_message`` for processes that pass each connection's messages to its owner
+        (download flow control with several processes): a separate entry, so that the usual
+        one pays nothing for it."""
+        parts = raw.split(b" ", 3)
+        cid = parts[1] if len(parts) == 4 else b""
+        if not (cid.isdigit() and len(cid) <= 18) or self._to_owner.owns(cid):
+            self.handle_message(raw)  # its own, or malformed: handled (or refused) here
+            return
+        sender, conn_id, path = parts[0], parts[1], parts[2]
+        if self._to_owner.pass_on(conn_id, raw) or path == NOTICE_PATH:
+            return
+        assert self.msg_conn is not None  # the owner is down: answer for it
+        self.msg_conn.send_raw(format_reply(sender, conn_id, _OWNER_UNAVAILABLE))
+        self.msg_conn.send_raw(format_reply(sender, conn_id, b""))
 
     def _route(self, request: Request) -> tuple[Route, tuple[str, ...], dict[str, str]]:
         """Match a request the route cache does not know; raises 404 or 405."""
@@ -509,10 +528,17 @@ class Brubeck(AwaitingRequests):
         self._access_log = access_hook(self.settings)
         for hook in self._on_startup:
             await _maybe_await(hook())
+        # Credits are counted per connection, in the process that saw its first request; with
+        # several processes, every message of a connection must then reach that one.
+        if self.websockets.ownership is not None and _flow_control(self.settings):
+            self._to_owner = self.websockets.ownership
+            log.info("download flow control: each connection's messages go to its owner")
         self.msg_conn.on_lost = self._mongrel2_lost
         self.epoch = self.msg_conn.epoch
         self.msg_conn.open()
-        self.msg_conn.start_reading(self.handle_message)
+        self.msg_conn.start_reading(
+            self.handle_message if self._to_owner is None else self._handle_owned
+        )
         keep_alive = asyncio.get_running_loop().create_task(
             self._housekeeping(float(self.settings.get("keepalive_interval", 60)))
         )
@@ -535,7 +561,7 @@ class Brubeck(AwaitingRequests):
 
     def _handlelogged(self, raw: bytes) -> None:
         try:
-            self.handle_message(raw)
+            (self.handle_message if self._to_owner is None else self._handle_owned)(raw)
         except Exception:
             log.exception("dropped a message: handling it failed")
 
@@ -562,6 +588,22 @@ class Brubeck(AwaitingRequests):
             await self.serve()
 
         run_until_signal(serve, self.stop, factory)
+
+
+#: The answer to a request whose connection's owner process is not reading.
+_OWNER_UNAVAILABLE = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 47\r\n"
+    b"Connection: close\r\n\r\nthe process that owns this connection is down\r\n"
+)
+
+
+def _flow_control(settings: dict[str, Any]) -> bool:
+    """Whether Mongrel2 runs download flow control: the ``download_flow_control`` setting, or
+    else ``download.flow_control`` in ``mongrel2_settings``."""
+    if "download_flow_control" in settings:
+        return bool(settings["download_flow_control"])
+    wanted = settings.get("mongrel2_settings") or {}
+    return isinstance(wanted, dict) and str(wanted.get("download.flow_control", 0)) == "1"
 
 
 def _connection_policy(request: Request) -> tuple[str | None, bool]:

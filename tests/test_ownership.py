@@ -118,3 +118,97 @@ async def test_one_peer_means_no_ownership_at_all() -> None:
     app = Brubeck(websocket_peers=["ipc://only"], websocket_peer_index=0)
     async with TestClient(app):
         assert app.websockets.ownership is None
+
+
+# Download flow control: every message of a connection goes to its owner.
+
+
+class OwnsOdd:
+    """Stands for ``Ownership``: this process owns the odd connection ids."""
+
+    def __init__(self, reachable: bool = True) -> None:
+        self.reachable = reachable
+        self.passed: list[bytes] = []
+
+    def owns(self, conn_id: bytes) -> bool:
+        return int(conn_id) % 2 == 1
+
+    def pass_on(self, conn_id: bytes, raw: bytes) -> bool:
+        self.passed.append(raw)
+        return self.reachable
+
+
+class Sent:
+    sender_id = None
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def send_raw(self, data: bytes) -> None:
+        self.sent.append(data)
+
+
+def flow_controlled_app(owner: OwnsOdd) -> tuple[Brubeck, Sent]:
+    app = Brubeck()
+
+    @app.add_route(r"^/x$", method="GET")
+    def page(application: Brubeck, request: Any) -> str:
+        return "here"
+
+    conn = Sent()
+    app.msg_conn = conn  # type: ignore[assignment]
+    app._to_owner = owner
+    return app, conn
+
+
+GET = b"S %d /x 48:6:METHOD,3:GET,7:VERSION,8:HTTP/1.1,4:PATH,2:/x,}0:,"
+CREDITS = b'S %d @* 41:16:DOWNLOAD_CREDITS,2:50,6:METHOD,4:JSON,}18:{"type":"credits"},'
+
+
+def test_with_flow_control_messages_of_other_connections_go_to_their_owner() -> None:
+    owner = OwnsOdd()
+    app, conn = flow_controlled_app(owner)
+    for raw in (GET % 2, CREDITS % 4):
+        app._handle_owned(raw)
+    assert owner.passed == [GET % 2, CREDITS % 4] and conn.sent == []
+    app._handle_owned(GET % 3)  # its own: answered here
+    app._handle_owned(b"S x /x 0:}0:,")  # malformed: refused (logged) here, not passed on
+    assert owner.passed == [GET % 2, CREDITS % 4]
+    assert conn.sent[0].startswith(b"S 1:3, HTTP/1.1 200 OK\r\n")
+
+
+def test_a_request_whose_owner_is_down_gets_a_503_and_a_close() -> None:
+    app, conn = flow_controlled_app(OwnsOdd(reachable=False))
+    app._handle_owned(GET % 2)
+    assert conn.sent[0].startswith(b"S 1:2, HTTP/1.1 503 Service Unavailable\r\n")
+    assert conn.sent[1] == b"S 1:2, "
+    app._handle_owned(CREDITS % 4)  # a notice: nobody to answer
+    assert len(conn.sent) == 2
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ({}, False),
+        ({"mongrel2_settings": {"download.flow_control": 1}}, True),
+        ({"mongrel2_settings": {"download.flow_control": "1"}}, True),
+        ({"mongrel2_settings": {"download.flow_control": 0}}, False),
+        (
+            {"mongrel2_settings": {"download.flow_control": 1}, "download_flow_control": False},
+            False,
+        ),
+        ({"download_flow_control": True}, True),
+    ],
+)
+async def test_flow_control_is_read_from_the_settings(
+    settings: dict[str, Any], expected: bool
+) -> None:
+    peers = [f"inproc://fc-{uuid.uuid4().hex}-{i}" for i in range(2)]
+    app = Brubeck(
+        msg_conn=Mongrel2Connection("inproc://fc-pull", "inproc://fc-pub"),
+        websocket_peers=peers,
+        websocket_peer_index=0,
+        **settings,
+    )
+    async with TestClient(app):
+        assert (app._to_owner is not None) is expected

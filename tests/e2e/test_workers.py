@@ -263,9 +263,10 @@ def test_reload_picks_up_an_edited_handler(cli, tmp_path):
 SHARED_APP = str(Path(__file__).resolve().parent / "apps" / "shared_app.py") + ":app"
 
 
-def test_workers_share_streamed_uploads_and_websockets_by_themselves(cli):
-    """Without websocket_peers in the app, ``--workers 2`` sets them up: every upload's pieces
-    and every socket's frames reach the worker that owns the connection."""
+def test_workers_share_connections_that_need_one_owner_by_themselves(cli):
+    """Without websocket_peers in the app, ``--workers 2`` sets them up: every upload's pieces,
+    every socket's frames and, under download flow control, every message of a connection
+    reach the worker that owns it."""
     server = cli("--workers", "2", target=SHARED_APP)
     server.wait_ready()
     assert "pass each other WebSocket and upload messages" in server.output
@@ -292,5 +293,17 @@ def test_workers_share_streamed_uploads_and_websockets_by_themselves(cli):
     for replies in asyncio.run(three()):
         assert [reply["count"] for reply in replies] == list(range(1, 11))
         assert len({reply["pid"] for reply in replies}) == 1  # one owner per socket
+
+    # Download flow control: credits reach the worker that counts them (without that, each
+    # 100 KiB waits 5 s for credits that went to the other worker).
+    assert "each connection's messages go to its owner" in server.output
+    started = time.monotonic()
+    for _ in range(3):
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            for _ in range(2):  # two streams on one keep-alive connection
+                with client.stream("GET", "/bulk/40") as response:
+                    assert sum(len(piece) for piece in response.iter_bytes()) == 40 * 65536
+    assert time.monotonic() - started < 10
     assert server.stop() == 0
     assert "did not start" not in server.output
+    assert "no download credits" not in server.output

@@ -1,8 +1,9 @@
-"""An app whose connections need one owner: streamed uploads and a WebSocket counter.
+"""An app whose connections need one owner: streamed uploads, a WebSocket counter, and large
+downloads under Mongrel2's download flow control.
 
 Run with ``brubeck run --workers 2 --mongrel2``: the supervisor gives the workers
-``websocket_peers`` of their own, so the pieces of an upload and the frames of a socket reach
-the worker that owns the connection, wherever Mongrel2 sends them.
+``websocket_peers`` of their own, so the pieces of an upload, the frames of a socket and, with
+flow control, every message of a connection reach the worker that owns it.
 """
 
 import hashlib
@@ -22,6 +23,16 @@ class Digest(WebMessageHandler):
         return {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data), "pid": os.getpid()}
 
 
+class Bulk(WebMessageHandler):
+    """``n`` chunks of 64 KiB, each flushed: a stream that needs Mongrel2's credits."""
+
+    async def get(self, n: str) -> None:
+        self.set_header("Content-Type", "application/octet-stream")
+        for i in range(int(n)):
+            self.write(bytes([i % 251]) * 65536)
+            await self.flush()
+
+
 class Counter(WebSocketHandler):
     def open(self) -> None:
         self.count = 0
@@ -32,6 +43,11 @@ class Counter(WebSocketHandler):
 
 
 app = Brubeck(
-    handler_tuples=[(r"^/pid$", Pid), (r"^/digest$", Digest), (r"^/count$", Counter)],
-    mongrel2_settings={"upload.stream": 1},
+    handler_tuples=[
+        (r"^/pid$", Pid),
+        (r"^/digest$", Digest),
+        (r"^/bulk/(?P<n>\d+)$", Bulk),
+        (r"^/count$", Counter),
+    ],
+    mongrel2_settings={"upload.stream": 1, "download.flow_control": 1},
 )
