@@ -35,6 +35,7 @@ from .protocol import (
     NOTICE_PATH,
     Message,
     ProtocolError,
+    decimal,
     format_address,
     format_reply,
     parse_fields,
@@ -285,8 +286,7 @@ class Brubeck(AwaitingRequests):
         (download flow control with several processes): a separate entry, so that the usual
         one pays nothing for it."""
         parts = raw.split(b" ", 3)
-        cid = parts[1] if len(parts) == 4 else b""
-        if not (cid.isdigit() and len(cid) <= 18) or self._to_owner.owns(cid):
+        if len(parts) < 4 or decimal(parts[1]) is None or self._to_owner.owns(parts[1]):
             self.handle_message(raw)  # its own, or malformed: handled (or refused) here
             return
         sender, conn_id, path = parts[0], parts[1], parts[2]

@@ -179,6 +179,15 @@ def _json_bytes(value: Any) -> bytes:
     return value.encode("utf-8", "surrogateescape")
 
 
+def decimal(value: object) -> int | None:
+    """A decimal field of Mongrel2's (a connection id, credits, an upload offset or size) as an
+    int, or None if it is not plain digits. More digits than any real value has are refused
+    too: ``int()`` would only slow down on them, and raise past 4300."""
+    if type(value) is bytes and value.isdigit() and len(value) <= 18:
+        return int(value)
+    return None
+
+
 def format_reply(sender: bytes, conn_id: bytes, body: bytes) -> bytes:
     """A reply to one connection; an empty body closes it."""
     return b"%s %d:%s, %s" % (sender, len(conn_id), conn_id, body)

@@ -43,6 +43,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from .bodystream import BodyStream
 from .errors import HTTPError
+from .protocol import decimal
 from .uploads import Upload, check_upload_start
 
 if TYPE_CHECKING:
@@ -225,41 +226,42 @@ class StreamedUploads:
 
     def close_all(self) -> int:
         """Mongrel2 went away: drop every upload in progress; returns how many."""
-        spools = list(self._spools.values())
-        self._spools.clear()
-        self._ended.clear()  # the next Mongrel2 numbers its connections from 1 again
-        for spool in spools:
-            spool.close(delete=True)
-            if spool.stream is not None:
-                spool.stream.fail(HTTPError(503, "Mongrel2 went away"))
-        return len(spools)
+        return len(self._drop_all(HTTPError(503, "Mongrel2 went away")))
 
     async def end_all(self, error: HTTPError) -> int:
         """A graceful stop: answer every upload in progress, then end its connection (their
         next pieces would come to a process that is gone); returns how many."""
         self._stopping = True
-        spools = list(self._spools.values())
-        requests = [spool.request for spool in spools]
-        self.close_all()
+        spools = self._drop_all(error)
         for spool in spools:
-            if spool.stream is None:
+            if spool.stream is None:  # a live one's handler answers the error itself
                 self._reply(spool.request, error)
-            else:  # its handler answers
-                spool.stream.fail(error)
-        if requests:
+        if spools:
             await asyncio.sleep(_CANCEL_AFTER)  # see _answer
-            for request in requests:
-                self._cancel(request)
-        return len(requests)
+            for spool in spools:
+                self._cancel(spool.request)
+        return len(spools)
+
+    def _drop_all(self, error: HTTPError) -> list[_Spool]:
+        """Forget every upload in progress, its file deleted and its live reader failed with
+        ``error``; the next Mongrel2 numbers its connections from 1 again."""
+        spools = list(self._spools.values())
+        self._spools.clear()
+        self._ended.clear()
+        for spool in spools:
+            spool.close(delete=True)
+            if spool.stream is not None:
+                spool.stream.fail(error)
+        return spools
 
     # The first message
 
     def _start(self, request: Request) -> Request | None:
         app = self.app
         cid = request.conn_id
-        previous = self._spools.pop(cid, None)
+        previous = self._spools.get(cid)
         if previous is not None:  # a new Mongrel2 reuses ids: the old client is gone
-            previous.close(delete=True)
+            self.forget(cid)
         self._ended.pop(cid, None)
         try:
             route = check_upload_start(app, request)
@@ -286,8 +288,7 @@ class StreamedUploads:
         """The handler reads the pieces as they come: it runs now, with a live body stream."""
         spool = self._spools[request.conn_id] = _Spool(request, None, None, limits)
         first = request.body
-        length = request.raw_headers.get(b"content-length")
-        size = int(length) if type(length) is bytes and length.isdigit() else None
+        size = decimal(request.raw_headers.get(b"content-length"))
         stream = spool.stream = BodyStream(size, lambda taken: self._grant(spool, taken))
         if request.raw_headers.get(STREAM) != b"0":
             self._out_of_order(spool, request)
@@ -307,7 +308,7 @@ class StreamedUploads:
         one Mongrel2 sent here directly; the offsets put them back in order. Mongrel2 sends no
         more than the credits granted, so what waits stays within the window.
         """
-        offset = _offset(piece.raw_headers.get(STREAM))
+        offset = decimal(piece.raw_headers.get(STREAM))
         if offset == spool.received:
             return self._take(spool, piece, 0)
         size = len(piece.body)
@@ -489,13 +490,6 @@ class StreamedUploads:
         conn = self.app.msg_conn
         if conn is not None:
             conn.ctl(request.sender, request.conn_id, cancel=True)
-
-
-def _offset(value: object) -> int | None:
-    """A piece's ``UPLOAD_STREAM`` offset, or None if it is not a plain decimal number."""
-    if type(value) is bytes and value.isdigit() and len(value) <= 18:
-        return int(value)
-    return None
 
 
 def _limits(settings: dict[str, Any]) -> tuple[int, int, float]:

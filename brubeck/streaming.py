@@ -24,6 +24,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from .protocol import decimal
 from .response import encode_stream_head
 
 log = logging.getLogger("brubeck.streaming")
@@ -118,17 +119,17 @@ class CreditWindows(dict[bytes, CreditWindow]):
 
     def open(self, conn_id: bytes, announced: Any) -> None:
         """Mongrel2 announces a connection's credits on its first request."""
-        if isinstance(announced, bytes) and announced.isdigit() and len(announced) <= 18:
+        credits = decimal(announced)
+        if credits is not None:
             if len(self) >= self.limit:
                 self.pop(next(iter(self)))
-            self[conn_id] = CreditWindow(int(announced))
+            self[conn_id] = CreditWindow(credits)
 
     def credit(self, conn_id: bytes, amount: Any) -> None:
         """A credits notice: Mongrel2 wrote that many more bytes to the client."""
         window = self.get(conn_id)
         if window is not None:
-            valid = isinstance(amount, bytes) and amount.isdigit() and len(amount) <= 18
-            window.credit(int(amount) if valid else 0)
+            window.credit(decimal(amount) or 0)
 
 
 class ResponseStream:
