@@ -24,6 +24,9 @@ from typing import Any
 
 from .access import AccessHook, access_hook
 from .awaiting import AwaitingRequests, logged
+from .compression import compressor
+from .conditional import answer as answer_conditional
+from .conditional import with_etag
 from .connection import Mongrel2Connection
 from .eager import SUSPENDS, value_now
 from .errors import HTTPError
@@ -114,6 +117,11 @@ class Brubeck(AwaitingRequests):
         #: Bodies Mongrel2 sends in pieces (``upload.stream=1``), by connection id.
         self._streams = StreamedUploads(self)
         self._access_log: AccessHook | None = None  # set by serve() from the settings
+        #: gzip and computed ETags (``compress_response``, ``etag``), set by serve() too
+        self._compress: Callable[[Request, Response], Response] | None = None
+        self._etags = False
+        #: either of them is on: every response goes through _shape (else only conditional ones)
+        self._shaping = False
         #: Set by serve() when Mongrel2 runs download flow control and several processes share
         #: its connections: every message then goes to its connection's owner (see serve).
         self._to_owner: Any = None
@@ -314,6 +322,11 @@ class Brubeck(AwaitingRequests):
         if request.epoch != self.epoch:
             self._drop_stale(request)
             return
+        raw = request.raw_headers
+        if (
+            self._shaping or b"if-none-match" in raw or b"if-modified-since" in raw
+        ) and response is not ALREADY_SENT:
+            response = self._shape(request, response)
         if self._access_log is not None:
             response = self._access_log(request, response)
         if response is ALREADY_SENT:
@@ -361,6 +374,16 @@ class Brubeck(AwaitingRequests):
                 conn.close_connection(request)
         if request.upload is not None:
             request.upload.discard()
+
+    def _shape(self, request: Request, response: Response) -> Response:
+        """gzip, a computed ETag, then a 304 if the client's copy is current (conditional.py)."""
+        if self._compress is not None:
+            response = self._compress(request, response)
+        if response.status == 200:
+            if self._etags:
+                response = with_etag(request.method, response)
+            response = answer_conditional(request.raw_headers, request.method, response)
+        return response
 
     def _address(self, sender: bytes, conn_id: bytes) -> bytes:
         """Format and remember a reply head; ids are reused, so the table stays small."""
@@ -526,6 +549,9 @@ class Brubeck(AwaitingRequests):
             )
         self._stopping = asyncio.Event()
         self._access_log = access_hook(self.settings)
+        self._compress = compressor(self.settings)
+        self._etags = bool(self.settings.get("etag", False))
+        self._shaping = self._compress is not None or self._etags
         for hook in self._on_startup:
             await _maybe_await(hook())
         # Credits are counted per connection, in the process that saw its first request; with

@@ -16,6 +16,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from .conditional import http_date
 from .cookies import format_set_cookie, is_cookie_name
 from .eager import SUSPENDS, value_now
 from .errors import HTTPError
@@ -282,8 +283,8 @@ class MessageHandler:
         self._reason = status_msg
 
     def set_header(self, name: str, value: Any) -> None:
-        """Set a header, replacing any value it had."""
-        value = str(value)
+        """Set a header, replacing any value it had; a datetime becomes an HTTP date."""
+        value = http_date(value) if isinstance(value, datetime) else str(value)
         check_header(name, value)
         lower = name.lower()
         if lower == "content-type":
@@ -294,7 +295,7 @@ class MessageHandler:
 
     def add_header(self, name: str, value: Any) -> None:
         """Add a header line, keeping earlier ones of the same name (e.g. ``Set-Cookie``)."""
-        value = str(value)
+        value = http_date(value) if isinstance(value, datetime) else str(value)
         check_header(name, value)
         if name.lower() == "content-type":
             self._content_type = value

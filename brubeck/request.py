@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
@@ -18,6 +19,7 @@ import ujson
 
 from .access import request_id_from
 from .bodystream import BodyStream
+from .conditional import http_date, is_fresh
 from .cookies import parse_cookies
 from .errors import HTTPError
 from .multipart import Fields, Files, UploadedFile, parse_boundary, parse_multipart
@@ -378,6 +380,22 @@ class Request:
 
     def get_cookie(self, name: str, default: str | None = None) -> str | None:
         return self.cookies.get(name, default)
+
+    def is_fresh(
+        self, etag: str | None = None, last_modified: datetime | float | str | None = None
+    ) -> bool:
+        """Whether the client's cached copy is current, so a 304 may answer it.
+
+        For handlers that can tell without building the body: compare the client's
+        ``If-None-Match`` with ``etag`` (a quoted tag, ``'"v7"'``) or, without one, its
+        ``If-Modified-Since`` with ``last_modified``. Only GET and HEAD are ever fresh. The
+        app answers 304 on its own for 200 responses that carry these headers.
+        """
+        if self.method not in ("GET", "HEAD"):
+            return False
+        if last_modified is not None and not isinstance(last_modified, str):
+            last_modified = http_date(last_modified)
+        return is_fresh(self.raw_headers, etag, last_modified)
 
     # The body
 

@@ -162,6 +162,14 @@ _STATUS_LINES: dict[int, str] = {
 }
 #: Headers whose value is the framing's business, not the handler's.
 _MANAGED = frozenset(["content-length", "connection", "date"])
+#: A 304 leaves out the representation's own metadata: the client keeps what it cached
+#: (RFC 9110 §15.4.5).
+_NOT_MODIFIED_SKIPS = _MANAGED | {
+    "content-type",
+    "content-encoding",
+    "content-language",
+    "content-range",
+}
 #: A streamed response frames itself with chunks (or the close), never a handler's header.
 _STREAM_MANAGED = _MANAGED | {"transfer-encoding"}
 
@@ -237,7 +245,9 @@ def encode_response(
                     body,
                 )
             )
-    parts, has_type = _head_parts(status, headers, reason, _MANAGED)
+    parts, has_type = _head_parts(
+        status, headers, reason, _MANAGED if status != 304 else _NOT_MODIFIED_SKIPS
+    )
     if status in _NO_BODY:
         body = b""
     else:

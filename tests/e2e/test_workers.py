@@ -269,7 +269,8 @@ def test_workers_share_connections_that_need_one_owner_by_themselves(cli):
     reach the worker that owns it."""
     server = cli("--workers", "2", target=SHARED_APP)
     server.wait_ready()
-    assert "pass each other WebSocket and upload messages" in server.output
+    # Log lines reach ``output`` only as ``wait_for`` reads them: wait, do not just look.
+    server.wait_for("pass each other WebSocket and upload messages")
     pids = set()
     with httpx.Client(base_url=server.url, timeout=30) as client:
         for i in range(8):  # a new connection each: owners alternate
@@ -296,7 +297,7 @@ def test_workers_share_connections_that_need_one_owner_by_themselves(cli):
 
     # Download flow control: credits reach the worker that counts them (without that, each
     # 100 KiB waits 5 s for credits that went to the other worker).
-    assert "each connection's messages go to its owner" in server.output
+    server.wait_for("each connection's messages go to its owner", count=2)
     started = time.monotonic()
     for _ in range(3):
         with httpx.Client(base_url=server.url, timeout=30) as client:

@@ -1,0 +1,140 @@
+"""gzip for complete responses, when the app's ``compress_response`` setting is on.
+
+Mongrel2 forwards a handler's bytes untouched, so compression is the handler's job.
+
+Rules of this module:
+- a body is compressed only if the client accepts gzip (``Accept-Encoding``, q-values
+  honoured), its type is text-like (``text/*``, JSON, JavaScript, XML, SVG), it is at least
+  ``compress_min_size`` bytes (default 1024) and it has no ``Content-Encoding`` yet;
+- every response of a compressible type says ``Vary: Accept-Encoding``, compressed or not,
+  so that caches keep the two forms apart;
+- a handler's strong ``ETag`` becomes weak on a compressed body: the bytes differ, the
+  content does not (RFC 9110 §8.8.1);
+- streamed responses (``stream()``, chunked or to the close) are sent as written.
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .response import DEFAULT_CONTENT_TYPE, Response
+
+__all__ = ["accepts_gzip", "compressor", "is_compressible"]
+
+_TEXT_TYPES = frozenset(
+    [
+        "application/json",
+        "application/javascript",
+        "application/xml",
+        "application/xhtml+xml",
+        "application/rss+xml",
+        "application/atom+xml",
+        "application/manifest+json",
+        "image/svg+xml",
+    ]
+)
+
+
+def is_compressible(content_type: str) -> bool:
+    """Whether a media type is text that gzip shrinks (images, archives and video are not)."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    return (
+        media.startswith("text/")
+        or media in _TEXT_TYPES
+        or media.endswith("+json")
+        or media.endswith("+xml")
+    )
+
+
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Whether an ``Accept-Encoding`` value allows gzip (RFC 9110 §12.5.3)."""
+    star = None
+    for item in accept_encoding.split(","):
+        coding, _, params = item.partition(";")
+        coding = coding.strip().lower()
+        if not coding:
+            continue
+        quality = _quality(params)
+        if coding in ("gzip", "x-gzip"):
+            return quality > 0
+        if coding == "*":
+            star = quality > 0
+    return bool(star)
+
+
+def _quality(params: str) -> float:
+    for param in params.split(";"):
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "q":
+            try:
+                quality = float(value.strip())
+            except ValueError:
+                return 0.0  # a q-value we cannot read: do not guess that gzip is welcome
+            return quality if 0 <= quality <= 1 else 0.0
+    return 1.0
+
+
+def _accept_encoding(raw_headers: dict[bytes, Any]) -> str:
+    value = raw_headers.get(b"accept-encoding")
+    if isinstance(value, bytes):
+        return value.decode("latin-1")
+    if isinstance(value, list):
+        return ", ".join(v.decode("latin-1") for v in value if isinstance(v, bytes))
+    return ""
+
+
+def compressor(settings: Mapping[str, Any]) -> Callable[[Any, Response], Response] | None:
+    """The app's hook from its settings: None (no cost per request) unless compression is on.
+
+    Raises ValueError for a level or size it cannot use, so that the app stops at startup.
+    """
+    if not settings.get("compress_response"):
+        return None
+    level = settings.get("compress_level", 6)
+    if type(level) is not int or not 1 <= level <= 9:
+        raise ValueError(f"the compress_level setting must be an int in 1..9, got {level!r}")
+    min_size = settings.get("compress_min_size", 1024)
+    if type(min_size) is not int or min_size < 0:
+        raise ValueError(
+            f"the compress_min_size setting must be an int of at least 0, got {min_size!r}"
+        )
+
+    def compress(request: Any, response: Response) -> Response:
+        status = response.status
+        if status < 200 or status in (204, 304):  # no body to compress
+            return response
+        content_type, varies = None, []
+        for name, value in response.headers:
+            lower = name.lower()
+            if lower == "content-type":
+                content_type = value
+            elif lower == "content-encoding":
+                return response  # already encoded by the handler
+            elif lower == "vary":
+                varies.append(value)
+        if content_type is None and response.body:
+            content_type = DEFAULT_CONTENT_TYPE  # what the encoder will send
+        if content_type is None or not is_compressible(content_type):
+            return response
+        headers = response.headers
+        fields = {field.strip().lower() for value in varies for field in value.split(",")}
+        if "*" not in fields and "accept-encoding" not in fields:
+            # Every Vary line the handler set is kept, in one line with ours.
+            merged = ", ".join([*(v.strip() for v in varies if v.strip()), "Accept-Encoding"])
+            headers = [(n, v) for n, v in headers if n.lower() != "vary"] + [("Vary", merged)]
+        body = response.body
+        if len(body) >= min_size and accepts_gzip(_accept_encoding(request.raw_headers)):
+            body = gzip.compress(body, level, mtime=0)
+            headers = [(n, _weak(v) if n.lower() == "etag" else v) for n, v in headers]
+            headers.append(("Content-Encoding", "gzip"))
+        if headers is response.headers:
+            return response
+        return Response(body, status, headers, response.reason)
+
+    return compress
+
+
+def _weak(etag: str) -> str:
+    return etag if etag.startswith("W/") else f"W/{etag}"

@@ -1,0 +1,132 @@
+"""Conditional GET: a client that already holds the current representation gets a 304.
+
+Rules of this module (RFC 9110 §13):
+- only a 200 answer to GET or HEAD becomes a 304; every other status, method and streamed
+  response goes out as it is;
+- ``If-None-Match`` compares entity tags weakly (``W/"x"`` matches ``"x"``); ``*`` matches
+  any representation. ``If-Modified-Since`` counts only when there is no ``If-None-Match``,
+  and a date that does not parse is ignored, as the RFC says;
+- the validators come from the response: an ``ETag`` or ``Last-Modified`` header the
+  handler set, or an ``ETag`` computed from the body when the app's ``etag`` setting is on;
+- the app's hot path pays two header lookups per request when the client sent neither field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import UTC, datetime
+from email.utils import format_datetime, parsedate_to_datetime
+from typing import Any
+
+from .response import Response
+
+__all__ = ["body_etag", "http_date", "is_fresh", "not_modified", "with_etag"]
+
+
+def body_etag(body: bytes) -> str:
+    """A strong entity tag for a body: equal bodies, equal tags, in every process."""
+    return f'"{hashlib.blake2b(body, digest_size=16).hexdigest()}"'
+
+
+def http_date(moment: datetime | float) -> str:
+    """An HTTP date (``Last-Modified``, ``Expires``) from a datetime or a Unix time."""
+    if not isinstance(moment, datetime):
+        moment = datetime.fromtimestamp(moment, UTC)
+    elif moment.tzinfo is None:
+        raise ValueError("give an aware datetime (with tzinfo) or a Unix time")
+    return format_datetime(moment.astimezone(UTC), usegmt=True)
+
+
+def _header_text(raw: dict[bytes, Any], key: bytes) -> str | None:
+    """One client header as text; a repeated one (Mongrel2 sends a list) joined by commas."""
+    value = raw.get(key)
+    if isinstance(value, bytes):
+        return value.decode("latin-1")
+    if isinstance(value, list):
+        parts = [v.decode("latin-1") for v in value if isinstance(v, bytes)]
+        return ", ".join(parts) if parts else None
+    return None
+
+
+def _opaque(tag: str) -> str:
+    tag = tag.strip()
+    return tag[2:] if tag[:2] == "W/" else tag
+
+
+#: One entity tag of a list: a quoted string may hold commas (RFC 9110 §8.8.3).
+_TAG = re.compile(r'(?:W/)?"[^"]*"')
+
+
+def _tags_match(field: str, etag: str) -> bool:
+    """``If-None-Match`` against the current tag, by weak comparison."""
+    current = _opaque(etag)
+    return any(_opaque(tag) == current for tag in _TAG.findall(field))
+
+
+def _parse_date(text: str) -> datetime | None:
+    try:
+        moment = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def is_fresh(
+    raw_headers: dict[bytes, Any], etag: str | None = None, last_modified: str | None = None
+) -> bool:
+    """Whether the client's copy, by its ``If-None-Match``/``If-Modified-Since``, is current."""
+    if_none_match = _header_text(raw_headers, b"if-none-match")
+    if if_none_match is not None:
+        if if_none_match.strip() == "*":  # any current representation: this one
+            return True
+        return etag is not None and _tags_match(if_none_match, etag)
+    since_text = _header_text(raw_headers, b"if-modified-since")
+    if since_text is None or last_modified is None:
+        return False
+    since, modified = _parse_date(since_text), _parse_date(last_modified)
+    if since is None or modified is None:
+        return False
+    return modified.replace(microsecond=0) <= since
+
+
+def _validators(response: Response) -> tuple[str | None, str | None]:
+    etag = last_modified = None
+    for name, value in response.headers:
+        lower = name.lower()
+        if lower == "etag":
+            etag = value
+        elif lower == "last-modified":
+            last_modified = value
+    return etag, last_modified
+
+
+def not_modified(response: Response) -> Response:
+    """The 304 for a 200: its headers (the encoder leaves out the representation's own)."""
+    return Response(b"", 304, response.headers)
+
+
+def answer(raw_headers: dict[bytes, Any], method: str, response: Response) -> Response:
+    """The response to send: a 304 when the request's conditions say the client is current."""
+    if response.status != 200 or method not in ("GET", "HEAD"):
+        return response
+    etag, last_modified = _validators(response)
+    if is_fresh(raw_headers, etag, last_modified):
+        return not_modified(response)
+    return response
+
+
+def with_etag(method: str, response: Response) -> Response:
+    """For the ``etag`` setting: a 200 to GET or HEAD with no tag gets one from its body."""
+    if response.status == 200 and method in ("GET", "HEAD"):
+        for name, _ in response.headers:
+            if name.lower() == "etag":
+                return response
+        # A copy: a handler may return the same Response object to every request.
+        return Response(
+            response.body,
+            200,
+            [*response.headers, ("ETag", body_etag(response.body))],
+            response.reason,
+        )
+    return response
