@@ -55,6 +55,9 @@ log = logging.getLogger("brubeck.app")
 
 Hook = Callable[[], Any]
 
+# A module global: Python 3.11 specializes reading one, not reading a class's attribute.
+_request_from_fields = Request.from_fields
+
 
 class Brubeck(AwaitingRequests):
     """A Brubeck application.
@@ -219,7 +222,7 @@ class Brubeck(AwaitingRequests):
         else:
             stage, streamed = None, False
         try:
-            request = Request.from_fields(
+            request = _request_from_fields(
                 sender, conn_id, path, headers, body, self.body_limits, self.epoch
             )
         except (TypeError, AttributeError, IndexError):
