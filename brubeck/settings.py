@@ -105,6 +105,7 @@ ENVIRONMENT: tuple[EnvVar, ...] = (
     EnvVar("BRUBECK_JSON_LOGS", "json_logs", "cli", _bool, "`--json-logs`"),
     EnvVar("BRUBECK_ACCESS_LOG", "access_log", "setting", _bool, "`--access-log`"),
     EnvVar("BRUBECK_EVENT_LOOP", "event_loop", "setting", _event_loop, "`--loop`"),
+    EnvVar("BRUBECK_COMPRESS_RESPONSE", "compress_response", "setting", _bool, "gzip"),
     EnvVar(
         "BRUBECK_REQUEST_ID_HEADER",
         "request_id_header",

@@ -24,6 +24,7 @@ def test_values_are_parsed() -> None:
             "BRUBECK_LOG_LEVEL": "WARNING",
             "BRUBECK_JSON_LOGS": "yes",
             "BRUBECK_ACCESS_LOG": "0",
+            "BRUBECK_COMPRESS_RESPONSE": "on",
             "BRUBECK_SHUTDOWN_TIMEOUT": "2.5",
             "BRUBECK_REQUEST_ID_HEADER": "true",
             "BRUBECK_WEBSOCKET_PEERS": " ipc:///tmp/p-0  tcp://10.0.0.2:7000 ",
@@ -35,6 +36,7 @@ def test_values_are_parsed() -> None:
         "log_level": "warning",
         "json_logs": True,
         "access_log": False,
+        "compress_response": True,
         "shutdown_timeout": 2.5,
         "request_id_header": "X-Request-Id",
         "websocket_peers": ["ipc:///tmp/p-0", "tcp://10.0.0.2:7000"],
@@ -49,6 +51,7 @@ def test_values_are_parsed() -> None:
         ("BRUBECK_WORKERS", "two"),
         ("BRUBECK_LOG_LEVEL", "loud"),
         ("BRUBECK_JSON_LOGS", "maybe"),
+        ("BRUBECK_COMPRESS_RESPONSE", "gzip"),
         ("BRUBECK_SHUTDOWN_TIMEOUT", "-1"),
         ("BRUBECK_REQUEST_TIMEOUT", "nan"),
         ("BRUBECK_MAX_IN_FLIGHT", "0"),
@@ -86,3 +89,20 @@ def test_every_variable_is_documented() -> None:
     text = (Path(__file__).resolve().parents[1] / "docs" / "settings.md").read_text()
     missing = [var.name for var in ENVIRONMENT if var.name not in text]
     assert missing == []
+
+
+async def test_compression_from_the_environment_wins_over_the_app() -> None:
+    """A deployment turns gzip off (a proxy in front compresses) without touching the code."""
+    from brubeck import WebMessageHandler
+    from brubeck.testing import TestClient
+
+    class Page(WebMessageHandler):
+        def get(self) -> str:
+            return "a line of text\n" * 200
+
+    app = Brubeck(handler_tuples=[(r"^/$", Page)], compress_response=True)
+    apply_to_app(app, from_environment({"BRUBECK_COMPRESS_RESPONSE": "off"}))
+    async with TestClient(app) as client:
+        response = await client.get("/", headers={"Accept-Encoding": "gzip"})
+    assert "content-encoding" not in response.headers
+    assert response.text == "a line of text\n" * 200
