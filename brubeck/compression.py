@@ -19,6 +19,7 @@ import gzip
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .protocol import header_text
 from .response import DEFAULT_CONTENT_TYPE, Response
 
 __all__ = ["accepts_gzip", "compressor", "is_compressible"]
@@ -76,15 +77,6 @@ def _quality(params: str) -> float:
     return 1.0
 
 
-def _accept_encoding(raw_headers: dict[bytes, Any]) -> str:
-    value = raw_headers.get(b"accept-encoding")
-    if isinstance(value, bytes):
-        return value.decode("latin-1")
-    if isinstance(value, list):
-        return ", ".join(v.decode("latin-1") for v in value if isinstance(v, bytes))
-    return ""
-
-
 def compressor(settings: Mapping[str, Any]) -> Callable[[Any, Response], Response] | None:
     """The app's hook from its settings: None (no cost per request) unless compression is on.
 
@@ -125,7 +117,8 @@ def compressor(settings: Mapping[str, Any]) -> Callable[[Any, Response], Respons
             merged = ", ".join([*(v.strip() for v in varies if v.strip()), "Accept-Encoding"])
             headers = [(n, v) for n, v in headers if n.lower() != "vary"] + [("Vary", merged)]
         body = response.body
-        if len(body) >= min_size and accepts_gzip(_accept_encoding(request.raw_headers)):
+        accepted = header_text(request.raw_headers, b"accept-encoding")
+        if len(body) >= min_size and accepted and accepts_gzip(accepted):
             body = gzip.compress(body, level, mtime=0)
             headers = [(n, _weak(v) if n.lower() == "etag" else v) for n, v in headers]
             headers.append(("Content-Encoding", "gzip"))

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any
 
+from .protocol import header_text
 from .response import Response
 
 __all__ = ["body_etag", "http_date", "is_fresh", "not_modified", "with_etag"]
@@ -36,17 +37,6 @@ def http_date(moment: datetime | float) -> str:
     elif moment.tzinfo is None:
         raise ValueError("give an aware datetime (with tzinfo) or a Unix time")
     return format_datetime(moment.astimezone(UTC), usegmt=True)
-
-
-def _header_text(raw: dict[bytes, Any], key: bytes) -> str | None:
-    """One client header as text; a repeated one (Mongrel2 sends a list) joined by commas."""
-    value = raw.get(key)
-    if isinstance(value, bytes):
-        return value.decode("latin-1")
-    if isinstance(value, list):
-        parts = [v.decode("latin-1") for v in value if isinstance(v, bytes)]
-        return ", ".join(parts) if parts else None
-    return None
 
 
 def _opaque(tag: str) -> str:
@@ -76,12 +66,12 @@ def is_fresh(
     raw_headers: dict[bytes, Any], etag: str | None = None, last_modified: str | None = None
 ) -> bool:
     """Whether the client's copy, by its ``If-None-Match``/``If-Modified-Since``, is current."""
-    if_none_match = _header_text(raw_headers, b"if-none-match")
+    if_none_match = header_text(raw_headers, b"if-none-match")
     if if_none_match is not None:
         if if_none_match.strip() == "*":  # any current representation: this one
             return True
         return etag is not None and _tags_match(if_none_match, etag)
-    since_text = _header_text(raw_headers, b"if-modified-since")
+    since_text = header_text(raw_headers, b"if-modified-since")
     if since_text is None or last_modified is None:
         return False
     since, modified = _parse_date(since_text), _parse_date(last_modified)

@@ -188,6 +188,18 @@ def decimal(value: object) -> int | None:
     return None
 
 
+def header_text(headers: dict[bytes, Any], key: bytes) -> str | None:
+    """A client header as Latin-1 text, a repeated one (Mongrel2 sends a list) joined by
+    commas as HTTP allows; None if absent or, from a peer that is not Mongrel2, not bytes."""
+    value = headers.get(key)
+    if type(value) is bytes:
+        return value.decode("latin-1")
+    if type(value) is list:
+        parts = [v.decode("latin-1") for v in value if type(v) is bytes]
+        return ", ".join(parts) if parts else None
+    return None
+
+
 def format_reply(sender: bytes, conn_id: bytes, body: bytes) -> bytes:
     """A reply to one connection; an empty body closes it."""
     return b"%s %d:%s, %s" % (sender, len(conn_id), conn_id, body)
