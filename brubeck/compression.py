@@ -7,7 +7,7 @@ Rules of this module:
   honoured), its type is text-like (``text/*``, JSON, JavaScript, XML, SVG), it is at least
   ``compress_min_size`` bytes (default 1024) and it has no ``Content-Encoding`` yet;
 - every response of a compressible type says ``Vary: Accept-Encoding``, compressed or not,
-  so that caches keep the two forms apart;
+  so that caches keep the two forms apart; so does a handler's own 304 (RFC 9110 §15.4.5);
 - a handler's strong ``ETag`` becomes weak on a compressed body: the bytes differ, the
   content does not (RFC 9110 §8.8.1);
 - streamed responses (``stream()``, chunked or to the close) are sent as written.
@@ -95,7 +95,7 @@ def compressor(settings: Mapping[str, Any]) -> Callable[[Any, Response], Respons
 
     def compress(request: Any, response: Response) -> Response:
         status = response.status
-        if status < 200 or status in (204, 304):  # no body to compress
+        if status < 200 or status == 204:  # no body, and nothing to vary
             return response
         content_type, varies = None, []
         for name, value in response.headers:
@@ -118,7 +118,9 @@ def compressor(settings: Mapping[str, Any]) -> Callable[[Any, Response], Respons
             headers = [(n, v) for n, v in headers if n.lower() != "vary"] + [("Vary", merged)]
         body = response.body
         accepted = header_text(request.raw_headers, b"accept-encoding")
-        if len(body) >= min_size and accepted and accepts_gzip(accepted):
+        # A handler's own 304 (render(304) keeps its Content-Type, which the encoder leaves
+        # out) gets the Vary its 200 has, and nothing else: it has no body to compress.
+        if status != 304 and len(body) >= min_size and accepted and accepts_gzip(accepted):
             body = gzip.compress(body, level, mtime=0)
             headers = [(n, _weak(v) if n.lower() == "etag" else v) for n, v in headers]
             headers.append(("Content-Encoding", "gzip"))

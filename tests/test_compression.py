@@ -401,13 +401,15 @@ async def test_a_204_is_untouched() -> None:
     assert response.get_all("vary") == []
 
 
-async def test_a_handlers_304_is_untouched() -> None:
-    """Its tag must stay the one the handler chose, and it has no body to encode."""
+async def test_a_handlers_304_varies_like_its_200_and_is_not_encoded() -> None:
+    """RFC 9110 §15.4.5: a 304 carries the Vary its 200 would; its tag stays the handler's,
+    and it has no body to encode."""
     response = await fetch("/not-modified", GZIP, compress_min_size=0)
     assert response.status_code == 304 and response.content == b""
     assert response.get_all("etag") == ['"abc"']
     assert "content-encoding" not in response.headers
-    assert response.get_all("vary") == []
+    assert "content-type" not in response.headers
+    assert response.get_all("vary") == ["Accept-Encoding"]
 
 
 async def test_an_error_page_is_compressed_like_any_page() -> None:
