@@ -146,6 +146,7 @@ def test_handler_skips_the_work_when_the_client_is_current(site):
         assert again.status_code == 304
         assert again.content == b""
         assert again.headers["cache-control"] == "max-age=0, must-revalidate"
+        assert again.headers["vary"] == "Accept-Encoding"  # as on the 200
         assert app.state.skipped == before + 1
 
 
