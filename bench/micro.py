@@ -20,12 +20,15 @@ import sys
 import time
 import timeit
 from collections.abc import Callable
+from types import SimpleNamespace
 
 from benchlib import BENCH_APP, HELLO_APP, REPO, add_json_option, script_parser
 from capacity import request_bytes
 
 from brubeck import Mongrel2Connection, Request, Response, Router
 from brubeck.cli import load_app
+from brubeck.compression import compressor
+from brubeck.conditional import answer, with_etag
 from brubeck.protocol import parse
 
 #: The GET request verified against Mongrel2 1.12.2 (MONGREL2.md §A2, curl with a query string).
@@ -86,6 +89,12 @@ def sync_cases() -> list[tuple[str, Callable[[], object]]]:
     user_msg, deco_msg = request_bytes(b"/user/42", 7), request_bytes(b"/deco/five", 7)
     # a new id each call, as from many users: nothing keyed by path can skip the routing
     new_ids = itertools.cycle([request_bytes(b"/user/%d" % i, 7) for i in range(10_000)])
+    page = Response({"items": [{"id": n, "name": f"item {n}"} for n in range(80)]})
+    tagged = with_etag("GET", page)
+    revalidating = {b"if-none-match": dict(tagged.headers)["ETag"].encode()}
+    gzipper = compressor({"compress_response": True})
+    assert gzipper is not None
+    gzip_client = SimpleNamespace(raw_headers={b"accept-encoding": b"gzip, deflate, br"})
     return [
         ("parse: verified GET (MONGREL2.md §A2)", lambda: parse(VERIFIED_GET)),
         ("Request(): build + .path", lambda: Request(message).path),
@@ -107,6 +116,10 @@ def sync_cases() -> list[tuple[str, Callable[[], object]]]:
             "handle_message: bench /user/<new id> (sync)",
             lambda: bench.handle_message(next(new_ids)),
         ),
+        # The opt-in response features (docs/http.md), on a 2 KB JSON answer.
+        ("etag setting: tag a 2 KB body", lambda: with_etag("GET", page)),
+        ("conditional GET: 304 for If-None-Match", lambda: answer(revalidating, "GET", tagged)),
+        ("gzip (level 6): a 2 KB JSON body", lambda: gzipper(gzip_client, page)),
     ]
 
 
