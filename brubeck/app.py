@@ -24,7 +24,7 @@ from typing import Any
 
 from .access import AccessHook, access_hook
 from .awaiting import AwaitingRequests, logged
-from .compression import compressor
+from .compression import accepts_gzip, compressor
 from .conditional import answer as answer_conditional
 from .conditional import with_etag
 from .connection import Mongrel2Connection
@@ -41,6 +41,7 @@ from .protocol import (
     decimal,
     format_address,
     format_reply,
+    header_text,
     parse_fields,
 )
 from .request import BodyLimits, Request
@@ -420,23 +421,32 @@ class Brubeck(AwaitingRequests):
         """Answer many waiting requests with one response, 128 connections per message.
 
         Returns how many were answered. Requests are grouped by how HTTP frames their answer
-        (HEAD, HTTP/1.0, Connection: close), so each group's bytes are encoded once. Requests
+        (HEAD, HTTP/1.0, Connection: close, and under ``compress_response`` whether they take
+        gzip), so each group's bytes are encoded once. Requests
         of a Mongrel2 that went away are skipped: their ids may now be other clients'.
         """
         assert self.msg_conn is not None
-        groups: dict[tuple[str | None, bool, bool, bytes], list[bytes]] = {}
+        groups: dict[tuple[str | None, bool, bool, bytes, bool], list[Request]] = {}
         count = 0
         epoch = self.epoch
+        compress = self._compress
         for request in requests:
             if request.epoch != epoch:
                 self._drop_stale(request)
                 continue
             connection, close = _connection_policy(request)
-            key = (connection, close, request.method == "HEAD", request.sender)
-            groups.setdefault(key, []).append(request.conn_id)
+            # With compress_response, clients that take gzip get it, the others the same
+            # answer as it is: one more group, not one encoding per client.
+            gzip = compress is not None and accepts_gzip(
+                header_text(request.raw_headers, b"accept-encoding") or ""
+            )
+            key = (connection, close, request.method == "HEAD", request.sender, gzip)
+            groups.setdefault(key, []).append(request)
             count += 1
-        for (connection, close, head, sender), ids in groups.items():
-            data = response.encode(head=head, connection=connection)
+        for (connection, close, head, sender, _), members in groups.items():
+            shaped = response if compress is None else compress(members[0], response)
+            data = shaped.encode(head=head, connection=connection)
+            ids = [request.conn_id for request in members]
             self.msg_conn.deliver(sender, ids, data)
             if close:
                 self.msg_conn.close_connections(sender, ids)

@@ -10,7 +10,8 @@ Rules of this module:
   so that caches keep the two forms apart; so does a handler's own 304 (RFC 9110 §15.4.5);
 - a handler's strong ``ETag`` becomes weak on a compressed body: the bytes differ, the
   content does not (RFC 9110 §8.8.1);
-- streamed responses (``stream()``, chunked or to the close) are sent as written.
+- streamed responses (``stream()``, chunked or to the close) are sent as written; an answer
+  to many connections (``app.deliver``) is compressed once per group of clients.
 """
 
 from __future__ import annotations

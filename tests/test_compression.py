@@ -7,6 +7,7 @@ apart, validators that stay honest, and bodies that inflate back to the original
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 from typing import Any
@@ -504,3 +505,60 @@ async def test_the_gzip_etag_revalidates_only_the_gzip_form() -> None:
     assert other.status_code == 200
     assert_identity(other, PAGE.encode())
     assert other.headers["etag"] == body_etag(PAGE.encode())
+
+
+async def test_one_answer_to_many_clients_is_gzipped_once_for_those_that_take_it() -> None:
+    """``app.deliver`` (a WaitingRoom release): gzip for clients that accept it, the answer as
+    it is for the others, and every one of them told that it varies."""
+    from brubeck.waiting import WaitingRoom
+
+    app = Brubeck(compress_response=True)
+    room = WaitingRoom(app)
+
+    class Wait(WebMessageHandler):
+        async def get(self) -> Response:
+            return await room.wait(self.request, timeout=5)
+
+    app.add_route_rule(r"^/wait$", Wait)
+    takes_gzip = {1: True, 2: False, 3: True, 4: False}
+    async with TestClient(app) as client:
+        for conn_id, gz in takes_gzip.items():
+            headers = {"Accept-Encoding": "gzip"} if gz else {}
+            await client.send_raw(
+                client.build_message("GET", "/wait", conn_id=conn_id, headers=headers)
+            )
+        while len(room) < len(takes_gzip):
+            await asyncio.sleep(0.01)
+        assert room.release(Response(DATA)) == len(takes_gzip)
+        answers = {c: TestResponse(await client.receive(c), closed=False) for c in takes_gzip}
+    for conn_id, gz in takes_gzip.items():
+        answer = answers[conn_id]
+        assert answer.get_all("vary") == ["Accept-Encoding"]
+        body = gzip.decompress(answer.content) if gz else answer.content
+        assert json.loads(body) == DATA
+        assert ("content-encoding" in answer.headers) is gz
+    assert answers[1].content == answers[3].content  # one encoding for the group
+
+
+async def test_deliver_without_compression_is_unchanged() -> None:
+    from brubeck.waiting import WaitingRoom
+
+    app = Brubeck()
+    room = WaitingRoom(app)
+
+    class Wait(WebMessageHandler):
+        async def get(self) -> Response:
+            return await room.wait(self.request, timeout=5)
+
+    app.add_route_rule(r"^/wait$", Wait)
+    async with TestClient(app) as client:
+        message = client.build_message(
+            "GET", "/wait", conn_id=1, headers={"Accept-Encoding": "gzip"}
+        )
+        await client.send_raw(message)
+        while len(room) < 1:
+            await asyncio.sleep(0.01)
+        room.release(Response(DATA))
+        answer = TestResponse(await client.receive(1), closed=False)
+    assert "content-encoding" not in answer.headers and "vary" not in answer.headers
+    assert json.loads(answer.content) == DATA

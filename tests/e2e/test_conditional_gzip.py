@@ -9,14 +9,17 @@ import gzip
 import json
 import runpy
 import subprocess
+import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 
-from brubeck import Brubeck, JSONMessageHandler, WebMessageHandler
+from brubeck import Brubeck, JSONMessageHandler, Response, WebMessageHandler
 from brubeck.conditional import body_etag
+from brubeck.waiting import WaitingRoom
 
 ITEMS = [{"id": n, "name": f"item number {n}"} for n in range(200)]
 MODIFIED = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
@@ -196,3 +199,47 @@ def test_the_caching_example(serve):
         changed = client.get("/notes", headers={"If-None-Match": notes.headers["etag"]})
         assert changed.status_code == 200
         assert client.get("/notes/99").status_code == 404
+
+
+def test_one_release_to_many_clients_through_mongrel2(serve):
+    """A WaitingRoom release: gzip clients get one gzip body, the others the JSON as it is."""
+    app = Brubeck(compress_response=True)
+    room = WaitingRoom(app)
+
+    class Wait(WebMessageHandler):
+        async def get(self):
+            return await room.wait(self.request, timeout=10)
+
+    class Release(WebMessageHandler):
+        def post(self):
+            return str(room.release(Response({"items": ITEMS})))
+
+    app.add_route_rule(r"^/wait$", Wait)
+    app.add_route_rule(r"^/release$", Release)
+    m2 = serve(app)
+    results: dict[int, tuple[dict, bytes]] = {}
+
+    def wait(n: int) -> None:
+        headers = {"Accept-Encoding": "gzip" if n % 2 else "identity"}
+        with (
+            httpx.Client(base_url=m2.url, timeout=10) as client,
+            client.stream("GET", "/wait", headers=headers) as response,
+        ):
+            results[n] = (dict(response.headers), b"".join(response.iter_raw()))
+
+    threads = [threading.Thread(target=wait, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 5
+    while len(room) < 6:
+        assert time.monotonic() < deadline, "the clients did not all wait"
+        time.sleep(0.01)
+    assert httpx.post(f"{m2.url}/release", timeout=5).text == "6"
+    for thread in threads:
+        thread.join(10)
+    assert sorted(results) == list(range(6))
+    for n, (headers, raw) in results.items():
+        assert headers["vary"] == "Accept-Encoding"
+        body = gzip.decompress(raw) if n % 2 else raw
+        assert headers.get("content-encoding") == ("gzip" if n % 2 else None)
+        assert json.loads(body) == {"items": ITEMS}
