@@ -8,7 +8,10 @@ Rules of this module (RFC 9110 §13):
   and a date that does not parse is ignored, as the RFC says;
 - the validators come from the response: an ``ETag`` or ``Last-Modified`` header the
   handler set, or an ``ETag`` computed from the body when the app's ``etag`` setting is on;
-- the app's hot path pays two header lookups per request when the client sent neither field.
+- the app's hot path pays two header lookups per request when the client sent neither field;
+- ``If-Match`` and ``If-Unmodified-Since`` guard updates: only the handler knows the current
+  version before it changes anything, so it asks (``request.check_preconditions``) and a
+  failed one is a 412.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Any
 from .protocol import header_text
 from .response import Response
 
-__all__ = ["body_etag", "http_date", "is_fresh", "not_modified", "with_etag"]
+__all__ = ["body_etag", "http_date", "is_fresh", "not_modified", "preconditions_hold", "with_etag"]
 
 
 def body_etag(body: bytes) -> str:
@@ -78,6 +81,30 @@ def is_fresh(
     since, modified = _parse_date(since_text), _parse_date(last_modified)
     if since is None or modified is None:
         return False
+    return modified.replace(microsecond=0) <= since
+
+
+def preconditions_hold(
+    raw_headers: dict[bytes, Any], etag: str | None = None, last_modified: str | None = None
+) -> bool:
+    """Whether an update may go ahead: ``If-Match`` (strong comparison) or, without it,
+    ``If-Unmodified-Since`` says the client saw the current version (RFC 9110 §13.1.1, §13.1.4).
+
+    No such field, or a date that does not parse, lets it go ahead.
+    """
+    if_match = header_text(raw_headers, b"if-match")
+    if if_match is not None:
+        if if_match.strip() == "*":  # any current representation: one exists if it has a tag
+            return etag is not None or last_modified is not None
+        if etag is None or etag.startswith("W/"):
+            return False  # a weak tag never matches strongly
+        return any(tag == etag for tag in _TAG.findall(if_match) if not tag.startswith("W/"))
+    since_text = header_text(raw_headers, b"if-unmodified-since")
+    if since_text is None or last_modified is None:
+        return True
+    since, modified = _parse_date(since_text), _parse_date(last_modified)
+    if since is None or modified is None:
+        return True
     return modified.replace(microsecond=0) <= since
 
 

@@ -12,7 +12,14 @@ from typing import Any
 import pytest
 
 from brubeck import Brubeck, HTTPError, JSONMessageHandler, Response, WebMessageHandler, render
-from brubeck.conditional import answer, body_etag, http_date, is_fresh, with_etag
+from brubeck.conditional import (
+    answer,
+    body_etag,
+    http_date,
+    is_fresh,
+    preconditions_hold,
+    with_etag,
+)
 from brubeck.testing import TestClient, TestResponse
 
 TAG = '"v7"'
@@ -479,3 +486,80 @@ async def test_an_awaiting_handler_is_revalidated() -> None:
     assert_not_modified(fresh)
     assert fresh.headers["etag"] == TAG
     assert (stale.status_code, stale.content) == (200, b"awaited page")
+
+
+# If-Match / If-Unmodified-Since: updates from an outdated copy (RFC 9110 §13.1.1, §13.1.4)
+
+
+@pytest.mark.parametrize(
+    ("headers", "etag", "last_modified", "holds"),
+    [
+        pytest.param({}, TAG, MODIFIED_TEXT, True, id="no-precondition"),
+        pytest.param({b"if-match": b'"v7"'}, TAG, None, True, id="same-tag"),
+        pytest.param({b"if-match": b'"v6"'}, TAG, None, False, id="other-tag"),
+        pytest.param({b"if-match": b'"v6", "v7"'}, TAG, None, True, id="tag-in-list"),
+        pytest.param({b"if-match": b'W/"v7"'}, TAG, None, False, id="weak-client-tag"),
+        pytest.param({b"if-match": b'"v7"'}, 'W/"v7"', None, False, id="weak-current-tag"),
+        pytest.param({b"if-match": b"*"}, TAG, None, True, id="star-exists"),
+        pytest.param({b"if-match": b"*"}, None, None, False, id="star-nothing-there"),
+        pytest.param({b"if-match": b'"v7"'}, None, None, False, id="no-current-tag"),
+        pytest.param(
+            {b"if-match": b'"v7"', b"if-unmodified-since": EARLIER_TEXT.encode()},
+            TAG,
+            MODIFIED_TEXT,
+            True,
+            id="if-match-wins-over-the-date",
+        ),
+        pytest.param(
+            {b"if-unmodified-since": MODIFIED_TEXT.encode()},
+            TAG,
+            MODIFIED_TEXT,
+            True,
+            id="same-date",
+        ),
+        pytest.param(
+            {b"if-unmodified-since": LATER_TEXT.encode()}, TAG, MODIFIED_TEXT, True, id="later-date"
+        ),
+        pytest.param(
+            {b"if-unmodified-since": EARLIER_TEXT.encode()},
+            TAG,
+            MODIFIED_TEXT,
+            False,
+            id="changed-since",
+        ),
+        pytest.param({b"if-unmodified-since": b"never"}, TAG, MODIFIED_TEXT, True, id="bad-date"),
+        pytest.param({b"if-match": [b'"v1"', b'"v7"']}, TAG, None, True, id="repeated-header"),
+        pytest.param({b"if-match": 7}, TAG, None, True, id="junk-value-is-absent"),
+    ],
+)
+def test_preconditions_hold(
+    headers: dict[bytes, Any], etag: str | None, last_modified: str | None, holds: bool
+) -> None:
+    assert preconditions_hold(headers, etag, last_modified) is holds
+
+
+class Document(JSONMessageHandler):
+    """A versioned resource updated with optimistic locking."""
+
+    version = 1
+
+    def put(self) -> dict[str, int]:
+        self.request.check_preconditions(f'"v{Document.version}"', MODIFIED)
+        Document.version += 1
+        return {"version": Document.version}
+
+
+async def test_an_update_from_an_outdated_copy_gets_a_412_and_changes_nothing() -> None:
+    Document.version = 1
+    app = Brubeck(handler_tuples=[(r"^/doc$", Document)])
+    async with TestClient(app) as client:
+        first = await client.put("/doc", headers={"If-Match": '"v1"'}, data=b"x")
+        stale = await client.put("/doc", headers={"If-Match": '"v1"'}, data=b"x")
+        blind = await client.put("/doc", data=b"x")  # no precondition: last writer wins
+        dated = await client.put("/doc", headers={"If-Unmodified-Since": EARLIER_TEXT}, data=b"x")
+    assert (first.status_code, first.json()) == (200, {"version": 2})
+    assert stale.status_code == 412
+    assert stale.json()["error"]["status"] == 412
+    assert (blind.status_code, blind.json()) == (200, {"version": 3})
+    assert dated.status_code == 412
+    assert Document.version == 3

@@ -5,6 +5,7 @@ curl -i --compressed http://127.0.0.1:6767/notes            # gzip, with an ETag
 curl -i -H 'If-None-Match: <that ETag>' --compressed http://127.0.0.1:6767/notes   # 304
 curl -i http://127.0.0.1:6767/notes/1                       # Last-Modified, then revalidate
 curl -i -X PUT -d text=changed http://127.0.0.1:6767/notes/1
+curl -i -X PUT -H 'If-Match: "note-1-v1"' -d text=again http://127.0.0.1:6767/notes/1   # 412
 """
 
 from datetime import UTC, datetime
@@ -44,7 +45,7 @@ class NoteHandler(JSONMessageHandler):
 
     def get(self, note_id):
         note = self._note(note_id)
-        tag = f'"note-{note_id}-v{note.version}"'
+        tag = _tag(note_id, note)
         self.set_header("ETag", tag)
         self.set_header("Last-Modified", note.updated)
         self.set_header("Cache-Control", "no-cache")
@@ -54,8 +55,16 @@ class NoteHandler(JSONMessageHandler):
 
     def put(self, note_id):
         note = self._note(note_id)
+        # A client that sends If-Match with the tag it read gets a 412 if someone else edited
+        # the note since: no update is lost (optimistic locking).
+        self.request.check_preconditions(_tag(note_id, note), note.updated)
         note.edit(self.get_argument("text"))
+        self.set_header("ETag", _tag(note_id, note))
         return {"id": int(note_id), "version": note.version}
+
+
+def _tag(note_id: str, note: Note) -> str:
+    return f'"note-{note_id}-v{note.version}"'
 
 
 app = Brubeck(

@@ -193,6 +193,13 @@ def test_the_caching_example(serve):
         assert client.get("/notes/3", headers={"If-None-Match": tag}).status_code == 304
         assert client.get("/notes/3", headers={"If-Modified-Since": modified}).status_code == 304
         assert client.put("/notes/3", data={"text": "changed"}).json()["version"] == 2
+        # An edit made from the version-1 copy would overwrite version 2: refused, unchanged.
+        stale = client.put("/notes/3", data={"text": "lost?"}, headers={"If-Match": tag})
+        assert stale.status_code == 412
+        current = client.put(
+            "/notes/3", data={"text": "changed"}, headers={"If-Match": '"note-3-v2"'}
+        )
+        assert (current.status_code, current.headers["etag"]) == (200, '"note-3-v3"')
         # The edit changed the version: the old tag no longer matches, and the new body comes.
         after = client.get("/notes/3", headers={"If-None-Match": tag})
         assert (after.status_code, after.json()["text"]) == (200, "changed")
