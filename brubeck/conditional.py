@@ -66,32 +66,53 @@ def _parse_date(text: str) -> datetime | None:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
+#: A modification time as a handler or a header gives it: an HTTP date, a datetime, Unix time.
+Moment = datetime | float | str
+
+
+def _as_text(last_modified: Moment | None) -> str | None:
+    """The HTTP form, whole seconds; a naive datetime is refused here, whatever the request."""
+    if last_modified is None or isinstance(last_modified, str):
+        return last_modified
+    return http_date(last_modified)
+
+
+def _unchanged_since(
+    raw_headers: dict[bytes, Any], key: bytes, last_modified: str | None
+) -> bool | None:
+    """Whether ``last_modified`` is no later than the date in header ``key``; None when either
+    date is missing or does not parse (the RFC then says: ignore the field)."""
+    since_text = header_text(raw_headers, key)
+    if since_text is None or last_modified is None:
+        return None
+    since, modified = _parse_date(since_text), _parse_date(last_modified)
+    if since is None or modified is None:
+        return None
+    return modified.replace(microsecond=0) <= since
+
+
 def is_fresh(
-    raw_headers: dict[bytes, Any], etag: str | None = None, last_modified: str | None = None
+    raw_headers: dict[bytes, Any], etag: str | None = None, last_modified: Moment | None = None
 ) -> bool:
     """Whether the client's copy, by its ``If-None-Match``/``If-Modified-Since``, is current."""
+    last_modified = _as_text(last_modified)
     if_none_match = header_text(raw_headers, b"if-none-match")
     if if_none_match is not None:
         if if_none_match.strip() == "*":  # any current representation: this one
             return True
         return etag is not None and _tags_match(if_none_match, etag)
-    since_text = header_text(raw_headers, b"if-modified-since")
-    if since_text is None or last_modified is None:
-        return False
-    since, modified = _parse_date(since_text), _parse_date(last_modified)
-    if since is None or modified is None:
-        return False
-    return modified.replace(microsecond=0) <= since
+    return _unchanged_since(raw_headers, b"if-modified-since", last_modified) is True
 
 
 def preconditions_hold(
-    raw_headers: dict[bytes, Any], etag: str | None = None, last_modified: str | None = None
+    raw_headers: dict[bytes, Any], etag: str | None = None, last_modified: Moment | None = None
 ) -> bool:
     """Whether an update may go ahead: ``If-Match`` (strong comparison) or, without it,
     ``If-Unmodified-Since`` says the client saw the current version (RFC 9110 §13.1.1, §13.1.4).
 
     No such field, or a date that does not parse, lets it go ahead.
     """
+    last_modified = _as_text(last_modified)
     if_match = header_text(raw_headers, b"if-match")
     if if_match is not None:
         if if_match.strip() == "*":  # any current representation: one exists if it has a tag
@@ -99,13 +120,7 @@ def preconditions_hold(
         if etag is None or etag.startswith("W/"):
             return False  # a weak tag never matches strongly
         return any(tag == etag for tag in _TAG.findall(if_match) if not tag.startswith("W/"))
-    since_text = header_text(raw_headers, b"if-unmodified-since")
-    if since_text is None or last_modified is None:
-        return True
-    since, modified = _parse_date(since_text), _parse_date(last_modified)
-    if since is None or modified is None:
-        return True
-    return modified.replace(microsecond=0) <= since
+    return _unchanged_since(raw_headers, b"if-unmodified-since", last_modified) is not False
 
 
 def _validators(response: Response) -> tuple[str | None, str | None]:

@@ -19,7 +19,7 @@ import ujson
 
 from .access import request_id_from
 from .bodystream import BodyStream
-from .conditional import http_date, is_fresh, preconditions_hold
+from .conditional import is_fresh, preconditions_hold
 from .cookies import parse_cookies
 from .errors import HTTPError
 from .multipart import Fields, Files, UploadedFile, parse_boundary, parse_multipart
@@ -393,8 +393,6 @@ class Request:
         """
         if self.method not in ("GET", "HEAD"):
             return False
-        if last_modified is not None and not isinstance(last_modified, str):
-            last_modified = http_date(last_modified)
         return is_fresh(self.raw_headers, etag, last_modified)
 
     def check_preconditions(
@@ -403,8 +401,6 @@ class Request:
         """Refuse an update made from an outdated copy: ``HTTPError(412)`` when the client's
         ``If-Match`` (compared strongly) or ``If-Unmodified-Since`` does not fit the current
         ``etag`` / ``last_modified``. Call it before changing anything (optimistic locking)."""
-        if last_modified is not None and not isinstance(last_modified, str):
-            last_modified = http_date(last_modified)
         if not preconditions_hold(self.raw_headers, etag, last_modified):
             raise HTTPError(412, "the resource changed since the client last read it")
 
