@@ -284,8 +284,7 @@ class MessageHandler:
 
     def set_header(self, name: str, value: Any) -> None:
         """Set a header, replacing any value it had; a datetime becomes an HTTP date."""
-        value = http_date(value) if isinstance(value, datetime) else str(value)
-        check_header(name, value)
+        value = _header_value(name, value)
         lower = name.lower()
         if lower == "content-type":
             self._content_type = value
@@ -295,8 +294,7 @@ class MessageHandler:
 
     def add_header(self, name: str, value: Any) -> None:
         """Add a header line, keeping earlier ones of the same name (e.g. ``Set-Cookie``)."""
-        value = http_date(value) if isinstance(value, datetime) else str(value)
-        check_header(name, value)
+        value = _header_value(name, value)
         if name.lower() == "content-type":
             self._content_type = value
             return
@@ -564,6 +562,13 @@ class MessageHandler:
         except Exception:
             log.exception("write_error of %s failed; answering a bare 500", type(self).__name__)
             return Response(b"500 Internal Server Error\n", 500, content_type="text/plain")
+
+
+def _header_value(name: str, value: Any) -> str:
+    """A header value as text, checked: a datetime becomes an HTTP date, anything else str()."""
+    text = http_date(value) if isinstance(value, datetime) else str(value)
+    check_header(name, text)
+    return text
 
 
 _BASE_INITIALIZE = MessageHandler.initialize
