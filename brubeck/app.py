@@ -44,7 +44,7 @@ from .protocol import (
     header_text,
     parse_fields,
 )
-from .request import BodyLimits, Request
+from .request import BodyLimits, Request, connection_policy
 from .response import ALREADY_SENT, Response, encode_response
 from .routing import Route, Router
 from .streamed_uploads import STREAM, StreamedUploads
@@ -337,7 +337,7 @@ class Brubeck(AwaitingRequests):
             if request.upload is not None:
                 request.upload.discard()
             return
-        connection, close = _connection_policy(request)
+        connection, close = connection_policy(request)
         conn = self.msg_conn
         if conn is None:
             raise RuntimeError("this Brubeck app has no msg_conn to answer through")
@@ -434,7 +434,7 @@ class Brubeck(AwaitingRequests):
             if request.epoch != epoch:
                 self._drop_stale(request)
                 continue
-            connection, close = _connection_policy(request)
+            connection, close = connection_policy(request)
             # With compress_response, clients that take gzip get it, the others the same
             # answer as it is: one more group, not one encoding per client.
             gzip = compress is not None and accepts_gzip(
@@ -643,18 +643,6 @@ def _flow_control(settings: dict[str, Any]) -> bool:
         return bool(settings["download_flow_control"])
     wanted = settings.get("mongrel2_settings") or {}
     return isinstance(wanted, dict) and str(wanted.get("download.flow_control", 0)) == "1"
-
-
-def _connection_policy(request: Request) -> tuple[str | None, bool]:
-    """The Connection header to send and whether to close after the response."""
-    headers = request.raw_headers
-    version = headers.get(b"VERSION")
-    if b"connection" not in headers and version == b"HTTP/1.1":
-        return None, False
-    keep = request.keep_alive
-    if version == b"HTTP/1.0":
-        return ("keep-alive", False) if keep else ("close", True)
-    return (None, False) if keep else ("close", True)
 
 
 async def _maybe_await(value: Any) -> Any:

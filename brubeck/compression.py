@@ -10,6 +10,8 @@ Rules of this module:
   so that caches keep the two forms apart; so does a handler's own 304 (RFC 9110 §15.4.5);
 - a handler's strong ``ETag`` becomes weak on a compressed body: the bytes differ, the
   content does not (RFC 9110 §8.8.1);
+- a 206 (one byte range of a file) is sent as it is, and a compressed body drops
+  ``Accept-Ranges``: ranges count in the plain bytes;
 - streamed responses (``stream()``, chunked or to the close) are sent as written; an answer
   to many connections (``app.deliver``) is compressed once per group of clients.
 """
@@ -96,8 +98,8 @@ def compressor(settings: Mapping[str, Any]) -> Callable[[Any, Response], Respons
 
     def compress(request: Any, response: Response) -> Response:
         status = response.status
-        if status < 200 or status == 204:  # no body, and nothing to vary
-            return response
+        if status < 200 or status == 204 or status == 206:
+            return response  # no body and nothing to vary, or a byte range of the plain file
         content_type, varies = None, []
         for name, value in response.headers:
             lower = name.lower()
@@ -123,7 +125,12 @@ def compressor(settings: Mapping[str, Any]) -> Callable[[Any, Response], Respons
         # out) gets the Vary its 200 has, and nothing else: it has no body to compress.
         if status != 304 and len(body) >= min_size and accepted and accepts_gzip(accepted):
             body = gzip.compress(body, level, mtime=0)
-            headers = [(n, _weak(v) if n.lower() == "etag" else v) for n, v in headers]
+            # Byte ranges count in the plain file: a gzipped answer offers none.
+            headers = [
+                (n, _weak(v) if n.lower() == "etag" else v)
+                for n, v in headers
+                if n.lower() != "accept-ranges"
+            ]
             headers.append(("Content-Encoding", "gzip"))
         if headers is response.headers:
             return response

@@ -595,3 +595,15 @@ class _Unset:
 
 
 _UNSET: Any = _Unset()
+
+
+def connection_policy(request: Request) -> tuple[str | None, bool]:
+    """The Connection header to send and whether to close after the response."""
+    headers = request.raw_headers
+    version = headers.get(b"VERSION")
+    if b"connection" not in headers and version == b"HTTP/1.1":
+        return None, False
+    keep = request.keep_alive
+    if version == b"HTTP/1.0":
+        return ("keep-alive", False) if keep else ("close", True)
+    return (None, False) if keep else ("close", True)

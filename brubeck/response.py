@@ -270,12 +270,16 @@ def encode_stream_head(
     reason: str | None,
     chunked: bool,
     connection: str | None,
+    length: int | None = None,
 ) -> bytes:
-    """The head of a response whose body follows in pieces: chunked, or ended by a close."""
+    """The head of a response whose body follows in pieces: of a known ``length``, chunked,
+    or ended by a close."""
     parts, has_type = _head_parts(status, headers, reason, _STREAM_MANAGED)
     if not has_type:
         parts.append(_DEFAULT_TYPE_LINE)
-    if chunked:
+    if length is not None:
+        parts.append(f"Content-Length: {length}\r\n")
+    elif chunked:
         parts.append("Transfer-Encoding: chunked\r\n")
     parts.append(_date.line())
     if connection:

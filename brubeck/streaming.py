@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .protocol import decimal
+from .request import connection_policy
 from .response import encode_stream_head
 
 log = logging.getLogger("brubeck.streaming")
@@ -133,7 +134,11 @@ class CreditWindows(dict[bytes, CreditWindow]):
 
 
 class ResponseStream:
-    """The wire side of one streamed response: head, chunks, end."""
+    """The wire side of one streamed response: head, chunks, end.
+
+    With a ``length`` the body goes unchunked and the caller sends exactly that many bytes
+    (a file); without one it is chunked (HTTP/1.1) or ends with the connection (HTTP/1.0).
+    """
 
     __slots__ = (
         "_app",
@@ -154,19 +159,25 @@ class ResponseStream:
         status: int,
         reason: str | None,
         headers: list[tuple[str, str]],
+        length: int | None = None,
     ) -> None:
         self._app = app
         self.request = request
         self.head_only = request.method == "HEAD"
-        self.chunked = request.version != "HTTP/1.0"
-        # HTTP/1.0 has no chunks: the body ends when the connection does.
-        self.close = not self.chunked or not request.keep_alive
+        connection: str | None
+        if length is None:
+            self.chunked = request.version != "HTTP/1.0"
+            # HTTP/1.0 has no chunks: the body ends when the connection does.
+            self.close = not self.chunked or not request.keep_alive
+            connection = "close" if self.close else None
+        else:  # the length frames the body: the connection may stay open, as for any response
+            self.chunked = False
+            connection, self.close = connection_policy(request)
         self.finished = False
         self._recent: deque[float] = deque(maxlen=BURST)
         self._buffer: list[bytes] = []
         self._timer: asyncio.TimerHandle | None = None
-        connection = "close" if self.close else None
-        head = encode_stream_head(status, headers, reason, self.chunked, connection)
+        head = encode_stream_head(status, headers, reason, self.chunked, connection, length)
         self._send(head)
 
     def _send(self, data: bytes) -> None:
