@@ -32,6 +32,8 @@ class LoginHandler(WebMessageHandler):
 
 
 class LoggedInHandler(WebMessageHandler):
+    timeout = 3600  # a download runs as long as the client takes: one hour at most
+
     def prepare(self):
         if self.get_cookie("user", secret=SECRET) is None:
             raise HTTPError(403, "log in first")
