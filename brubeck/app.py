@@ -409,6 +409,11 @@ class Brubeck(AwaitingRequests):
         else:
             window.send(lambda piece: conn.send_raw(format_reply(sender, cid, piece)), data)
 
+    @property
+    def compresses(self) -> bool:
+        """Whether complete responses may be gzipped (``compress_response``, once serving)."""
+        return self._compress is not None
+
     def may_stream(self, request: Request) -> bool:
         """Whether a streamed response may start: no earlier pipelined answer is pending."""
         return self._order.may_stream(request)

@@ -57,7 +57,8 @@ CHUNK = 256 * 1024
 #: Reads this small come from the page cache in microseconds: a thread would cost more.
 SMALL_READ = 64 * 1024
 
-#: The headers a file response sets itself: a handler's own value of one of them is dropped.
+#: The headers a file response sets itself: a handler's own value of one of them is dropped
+#: (Content-Disposition only when ``download_name`` gives another).
 FILE_HEADERS = frozenset(
     [
         "accept-ranges",
@@ -152,8 +153,13 @@ def plan_file(
     status: os.stat_result,
     content_type: str,
     download_name: str | None = None,
+    whole_if_fresh: bool = False,
 ) -> FilePlan:
-    """The answer to a request for a file, by its conditions and range (412 and 416 raise)."""
+    """The answer to a request for a file, by its conditions and range (412 and 416 raise).
+
+    ``whole_if_fresh`` answers a current client with the whole file all the same, for a caller
+    that lets the app make the 304 after gzip has set its headers (a weak tag, ``Vary``).
+    """
     etag, last_modified = file_etag(status), http_date(status.st_mtime)
     if not preconditions_hold(raw_headers, etag, last_modified):
         raise HTTPError(412, "the file changed since the client last read it")
@@ -161,8 +167,15 @@ def plan_file(
     if download_name is not None:
         headers.append(("Content-Disposition", content_disposition(download_name)))
     size = status.st_size
-    if method in ("GET", "HEAD") and is_fresh(raw_headers, etag, last_modified):
-        return FilePlan(304, 0, 0, headers)
+    safe = method in ("GET", "HEAD")
+    # If-Modified-Since counts for GET and HEAD only; a matching If-None-Match on another
+    # method is a 412 (RFC 9110 §13.2.2, step 3).
+    if is_fresh(raw_headers, etag, last_modified if safe else None):
+        if not safe:
+            raise HTTPError(412, "the client's If-None-Match matches the current file")
+        if not whole_if_fresh:
+            return FilePlan(304, 0, 0, headers)
+        return FilePlan(200, 0, size, [*headers, ("Content-Type", content_type)])
     headers.append(("Content-Type", content_type))
     wanted = None
     if method == "GET" and _range_applies(raw_headers, etag, last_modified):
@@ -200,7 +213,9 @@ def open_file(
         if not path.is_relative_to(base):
             raise HTTPError(404)
     try:
-        handle = open(path, "rb")  # noqa: SIM115 - the caller closes it
+        # Non-blocking: opening a named pipe would otherwise wait for a writer, and stop the
+        # event loop; the check below then refuses anything but a regular file.
+        handle = open(path, "rb", opener=_open_nonblocking)  # noqa: SIM115 - the caller closes it
     except (OSError, ValueError):
         raise HTTPError(404) from None
     status = os.fstat(handle.fileno())
@@ -239,3 +254,7 @@ async def stream_span(stream: Any, handle: BinaryIO, start: int, length: int) ->
         remaining -= len(piece)
         await stream.write(piece)
     await stream.finish()
+
+
+def _open_nonblocking(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_NONBLOCK)

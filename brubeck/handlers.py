@@ -70,6 +70,7 @@ _LINE_BREAKS = str.maketrans("", "", "\r\n\0")
 _UNSAFE_METHODS = frozenset(["POST", "PUT", "PATCH", "DELETE"])
 XSRF_COOKIE = "_xsrf"
 _VERB_NAMES = {method: method.lower() for method in HTTP_METHODS}
+_FILE_HEADERS_BUT_DISPOSITION = FILE_HEADERS - {"content-disposition"}
 
 
 class MessageHandler:
@@ -550,10 +551,13 @@ class MessageHandler:
                 request.raw_headers,
                 request.method,
                 status,
-                content_type or guess_type(handle.name),
+                content_type or guess_type(path),  # the name asked for, not a link's target
                 download_name,
+                # A file sent whole may be gzipped: then the app makes the 304, with the
+                # headers gzip gives the 200 (a weak tag, Vary, no Accept-Ranges).
+                whole_if_fresh=self.application.compresses and status.st_size <= INLINE_LIMIT,
             )
-            owned = FILE_HEADERS
+            owned = FILE_HEADERS if download_name is not None else _FILE_HEADERS_BUT_DISPOSITION
             headers = [h for h in self._headers if h[0].lower() not in owned] + plan.headers
             self._finished = True
             if plan.status == 304:
