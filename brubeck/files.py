@@ -208,8 +208,11 @@ def open_file(
         text = os.fspath(name)
         if "\0" in text or Path(text).is_absolute():
             raise HTTPError(404)
-        base = Path(root).resolve()
-        path = (base / text).resolve()
+        try:
+            base = Path(root).resolve()
+            path = (base / text).resolve()
+        except (OSError, RuntimeError):  # a symlink loop: RuntimeError before 3.13
+            raise HTTPError(404) from None
         if not path.is_relative_to(base):
             raise HTTPError(404)
     try:

@@ -378,6 +378,16 @@ def test_open_file_refuses_with_a_404(root: Path, name: str) -> None:
     assert_404(name, root)
 
 
+@pytest.mark.parametrize("name", ["loop", "loop/a.txt", "ping"])
+def test_open_file_a_symlink_loop_is_a_404_not_a_500(root: Path, name: str) -> None:
+    """Resolving a loop raises RuntimeError before Python 3.13 and OSError after."""
+    (root / "loop").symlink_to("loop")
+    (root / "ping").symlink_to("pong")
+    (root / "pong").symlink_to("ping")
+    assert_404(name, root)
+    assert read_opened("a.txt", root) == (b"file a\n", 7)
+
+
 def test_open_file_refuses_an_absolute_name_even_inside_the_root(root: Path) -> None:
     assert_404(str(root / "a.txt"), root)
 
