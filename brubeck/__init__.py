@@ -12,6 +12,7 @@ from .protocol import Message, ProtocolError
 from .request import Headers, Request
 from .response import Response
 from .routing import Route, Router
+from .static import StaticFileHandler
 from .websocket import WebSocketHandler
 
 __version__ = "0.1.0"
@@ -29,6 +30,7 @@ __all__ = [
     "Response",
     "Route",
     "Router",
+    "StaticFileHandler",
     "UploadedFile",
     "WebMessageHandler",
     "WebSocketHandler",

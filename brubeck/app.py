@@ -47,6 +47,7 @@ from .protocol import (
 from .request import BodyLimits, Request, connection_policy
 from .response import ALREADY_SENT, Response, encode_response
 from .routing import Route, Router
+from .static import StaticFileHandler, StaticFiles, StaticVersions
 from .streamed_uploads import STREAM, StreamedUploads
 from .streaming import CreditWindow, CreditWindows
 from .uploads import START, check_upload_start, finished_upload, upload_stage
@@ -136,6 +137,19 @@ class Brubeck(AwaitingRequests):
                     f"got {rule!r}"
                 )
             self._add_route(rule[0], rule[1], None, None, rule[2] if len(rule) == 3 else {})
+        #: Content hashes for ``static_url`` and ``StaticFileHandler``'s ``?v=``.
+        self.static_versions = StaticVersions()
+        #: ``static_path`` / ``static_url_prefix``: served before every other route.
+        self.static_files = StaticFiles.from_settings(self.settings, self.static_versions)
+        if self.static_files is not None:
+            self._add_route(
+                self.static_files.pattern,
+                StaticFileHandler,
+                None,
+                None,
+                {"root": self.static_files.root},
+                first=True,
+            )
 
     @property
     def cookie_secret(self) -> Any:
@@ -162,6 +176,7 @@ class Brubeck(AwaitingRequests):
         method: str | Iterable[str] | None,
         name: str | None,
         init_kwargs: dict[str, Any],
+        first: bool = False,
     ) -> Route:
         """``add_route_rule`` with the init kwargs as a dict: any key is theirs, even ``name``."""
         if not (isinstance(target, type) and issubclass(target, MessageHandler)):
@@ -171,7 +186,9 @@ class Brubeck(AwaitingRequests):
                 )
             if init_kwargs:
                 raise TypeError("init kwargs are for handler classes, not functions")
-        route = self.router.add_route(Route(pattern, target, method, name, init_kwargs))
+        route = self.router.add_route(
+            Route(pattern, target, method, name, init_kwargs), first=first
+        )
         route.finishes = route.is_class and target.on_finish is not MessageHandler.on_finish
         return route
 
@@ -188,6 +205,15 @@ class Brubeck(AwaitingRequests):
 
     def reverse_url(self, name: str, /, *args: Any, **kwargs: Any) -> str:
         return self.router.reverse(name, *args, **kwargs)
+
+    def static_url(self, name: str, include_version: bool = True) -> str:
+        """The URL of a file in ``static_path``, versioned by its content (``?v=``) so that
+        browsers may cache it for a year; see docs/http.md."""
+        if self.static_files is None:
+            raise RuntimeError(
+                "static_url needs the static_path setting: Brubeck(..., static_path='static')"
+            )
+        return self.static_files.url(name, include_version)
 
     # Lifespan
 

@@ -43,6 +43,7 @@ __all__ = [
     "file_etag",
     "guess_type",
     "open_file",
+    "path_inside",
     "plan_file",
     "read_span",
     "stream_span",
@@ -197,24 +198,28 @@ def guess_type(path: str | os.PathLike[str]) -> str:
     return kind
 
 
+def path_inside(name: str | os.PathLike[str], root: str | os.PathLike[str]) -> Path:
+    """The real path of ``name`` under ``root``; 404 when it leads out (``..``, an absolute
+    name, a symlink) or cannot be resolved (a NUL, a symlink loop)."""
+    text = os.fspath(name)
+    if "\0" in text or Path(text).is_absolute():
+        raise HTTPError(404)
+    try:
+        base = Path(root).resolve()
+        path = (base / text).resolve()
+    except (OSError, RuntimeError):  # a symlink loop: RuntimeError before 3.13
+        raise HTTPError(404) from None
+    if not path.is_relative_to(base):
+        raise HTTPError(404)
+    return path
+
+
 def open_file(
     name: str | os.PathLike[str], root: str | os.PathLike[str] | None
 ) -> tuple[BinaryIO, os.stat_result]:
     """An open binary file and its status; 404 when it is not a readable regular file or,
     with ``root``, when the name leads out of that directory."""
-    if root is None:
-        path = Path(name)
-    else:
-        text = os.fspath(name)
-        if "\0" in text or Path(text).is_absolute():
-            raise HTTPError(404)
-        try:
-            base = Path(root).resolve()
-            path = (base / text).resolve()
-        except (OSError, RuntimeError):  # a symlink loop: RuntimeError before 3.13
-            raise HTTPError(404) from None
-        if not path.is_relative_to(base):
-            raise HTTPError(404)
+    path = Path(name) if root is None else path_inside(name, root)
     try:
         # Non-blocking: opening a named pipe would otherwise wait for a writer, and stop the
         # event loop; the check below then refuses anything but a regular file.

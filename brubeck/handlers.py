@@ -147,6 +147,10 @@ class MessageHandler:
             methods.append("HEAD")
         return methods
 
+    def static_url(self, name: str, include_version: bool = True) -> str:
+        """The URL of a file in the app's ``static_path``, versioned by its content."""
+        return self.application.static_url(name, include_version)
+
     # Request side
 
     @property

@@ -119,14 +119,18 @@ class Router:
     ) -> Route:
         return self.add_route(Route(pattern, target, methods, name, init_kwargs))
 
-    def add_route(self, route: Route) -> Route:
-        """Append a built route; its init kwargs may use any key, even ``name`` or ``methods``."""
+    def add_route(self, route: Route, *, first: bool = False) -> Route:
+        """Append a built route (``first``: put it before the others); its init kwargs may use
+        any key, even ``name`` or ``methods``."""
         name = route.name
         if name is not None:
             if name in self._named:
                 raise ValueError(f"a route named {name!r} exists already: {self._named[name]!r}")
             self._named[name] = route
-        self.routes.append(route)
+        if first:
+            self.routes.insert(0, route)
+        else:
+            self.routes.append(route)
         self.cache.clear()
         return route
 
