@@ -24,7 +24,7 @@ from typing import Any
 
 from .access import AccessHook, access_hook
 from .awaiting import AwaitingRequests, logged
-from .compression import accepts_gzip, compressor
+from .compression import accepts_gzip, compressor, gzip_level
 from .conditional import answer as answer_conditional
 from .conditional import with_etag
 from .connection import Mongrel2Connection
@@ -124,6 +124,8 @@ class Brubeck(AwaitingRequests):
         self._access_log: AccessHook | None = None  # set by serve() from the settings
         #: gzip and computed ETags (``compress_response``, ``etag``), set by serve() too
         self._compress: Callable[[Request, Response], Response] | None = None
+        #: gzip's level for chunked streams of text (not event streams), or None: off
+        self.stream_gzip_level: int | None = None
         self._etags = False
         #: either of them is on: every response goes through _shape (else only conditional ones)
         self._shaping = False
@@ -594,6 +596,7 @@ class Brubeck(AwaitingRequests):
         self._stopping = asyncio.Event()
         self._access_log = access_hook(self.settings)
         self._compress = compressor(self.settings)
+        self.stream_gzip_level = gzip_level(self.settings)
         self._etags = bool(self.settings.get("etag", False))
         self._shaping = self._compress is not None or self._etags
         for hook in self._on_startup:

@@ -1,4 +1,4 @@
-"""gzip for complete responses, when the app's ``compress_response`` setting is on.
+"""gzip for complete responses and text streams, under the ``compress_response`` setting.
 
 Mongrel2 forwards a handler's bytes untouched, so compression is the handler's job.
 
@@ -12,8 +12,10 @@ Rules of this module:
   content does not (RFC 9110 §8.8.1);
 - a 206 (one byte range of a file) is sent as it is, and a compressed body drops
   ``Accept-Ranges``: ranges count in the plain bytes;
-- streamed responses (``stream()``, chunked or to the close) are sent as written; an answer
-  to many connections (``app.deliver``) is compressed once per group of clients.
+- a stream (``flush()``, chunked or to the close) of a text-like type is gzipped with a sync
+  point at every flush (``streaming.ResponseStream``), whatever its size; event streams and
+  files streamed with their length are sent as written; an answer to many connections
+  (``app.deliver``) is compressed once per group of clients.
 """
 
 from __future__ import annotations
@@ -25,7 +27,14 @@ from typing import Any
 from .protocol import header_text
 from .response import DEFAULT_CONTENT_TYPE, Response
 
-__all__ = ["accepts_gzip", "compressor", "is_compressible"]
+__all__ = [
+    "accepts_gzip",
+    "compressor",
+    "gzip_level",
+    "gzipped_headers",
+    "is_compressible",
+    "negotiate",
+]
 
 _TEXT_TYPES = frozenset(
     [
@@ -80,8 +89,8 @@ def _quality(params: str) -> float:
     return 1.0
 
 
-def compressor(settings: Mapping[str, Any]) -> Callable[[Any, Response], Response] | None:
-    """The app's hook from its settings: None (no cost per request) unless compression is on.
+def gzip_level(settings: Mapping[str, Any]) -> int | None:
+    """The gzip level from the settings, or None when compression is off.
 
     Raises ValueError for a level or size it cannot use, so that the app stops at startup.
     """
@@ -95,43 +104,72 @@ def compressor(settings: Mapping[str, Any]) -> Callable[[Any, Response], Respons
         raise ValueError(
             f"the compress_min_size setting must be an int of at least 0, got {min_size!r}"
         )
+    return level
+
+
+def negotiate(
+    request: Any, status: int, headers: list[tuple[str, str]], has_body: bool
+) -> tuple[list[tuple[str, str]], bool] | None:
+    """None to leave a response as it is; else its headers with ``Vary`` and whether this
+    client takes gzip."""
+    if status < 200 or status == 204 or status == 206:
+        return None  # no body and nothing to vary, or a byte range of the plain file
+    content_type, varies = None, []
+    for name, value in headers:
+        lower = name.lower()
+        if lower == "content-type":
+            content_type = value
+        elif lower == "content-encoding":
+            return None  # already encoded by the handler
+        elif lower == "vary":
+            varies.append(value)
+    if content_type is None and has_body:
+        content_type = DEFAULT_CONTENT_TYPE  # what the encoder will send
+    if content_type is None or not is_compressible(content_type):
+        return None
+    fields = {field.strip().lower() for value in varies for field in value.split(",")}
+    if "*" not in fields and "accept-encoding" not in fields:
+        # Every Vary line the handler set is kept, in one line with ours.
+        merged = ", ".join([*(v.strip() for v in varies if v.strip()), "Accept-Encoding"])
+        headers = [(n, v) for n, v in headers if n.lower() != "vary"] + [("Vary", merged)]
+    accepted = header_text(request.raw_headers, b"accept-encoding")
+    return headers, accepted is not None and accepts_gzip(accepted)
+
+
+def gzipped_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The headers of a body that is now gzipped: a weak tag, no ranges (they count in the
+    plain bytes), ``Content-Encoding``."""
+    kept = [
+        (n, _weak(v) if n.lower() == "etag" else v)
+        for n, v in headers
+        if n.lower() != "accept-ranges"
+    ]
+    kept.append(("Content-Encoding", "gzip"))
+    return kept
+
+
+def compressor(settings: Mapping[str, Any]) -> Callable[[Any, Response], Response] | None:
+    """The app's hook from its settings: None (no cost per request) unless compression is on.
+
+    Raises ValueError for a level or size it cannot use, so that the app stops at startup.
+    """
+    level = gzip_level(settings)
+    if level is None:
+        return None
+    min_size: int = settings.get("compress_min_size", 1024)
 
     def compress(request: Any, response: Response) -> Response:
         status = response.status
-        if status < 200 or status == 204 or status == 206:
-            return response  # no body and nothing to vary, or a byte range of the plain file
-        content_type, varies = None, []
-        for name, value in response.headers:
-            lower = name.lower()
-            if lower == "content-type":
-                content_type = value
-            elif lower == "content-encoding":
-                return response  # already encoded by the handler
-            elif lower == "vary":
-                varies.append(value)
-        if content_type is None and response.body:
-            content_type = DEFAULT_CONTENT_TYPE  # what the encoder will send
-        if content_type is None or not is_compressible(content_type):
+        plan = negotiate(request, status, response.headers, bool(response.body))
+        if plan is None:
             return response
-        headers = response.headers
-        fields = {field.strip().lower() for value in varies for field in value.split(",")}
-        if "*" not in fields and "accept-encoding" not in fields:
-            # Every Vary line the handler set is kept, in one line with ours.
-            merged = ", ".join([*(v.strip() for v in varies if v.strip()), "Accept-Encoding"])
-            headers = [(n, v) for n, v in headers if n.lower() != "vary"] + [("Vary", merged)]
+        headers, takes_gzip = plan
         body = response.body
-        accepted = header_text(request.raw_headers, b"accept-encoding")
         # A handler's own 304 (render(304) keeps its Content-Type, which the encoder leaves
         # out) gets the Vary its 200 has, and nothing else: it has no body to compress.
-        if status != 304 and len(body) >= min_size and accepted and accepts_gzip(accepted):
+        if status != 304 and len(body) >= min_size and takes_gzip:
             body = gzip.compress(body, level, mtime=0)
-            # Byte ranges count in the plain file: a gzipped answer offers none.
-            headers = [
-                (n, _weak(v) if n.lower() == "etag" else v)
-                for n, v in headers
-                if n.lower() != "accept-ranges"
-            ]
-            headers.append(("Content-Encoding", "gzip"))
+            headers = gzipped_headers(headers)
         if headers is response.headers:
             return response
         return Response(body, status, headers, response.reason)

@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import zlib
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from .compression import gzipped_headers, negotiate
 from .protocol import decimal
 from .request import connection_policy
 from .response import encode_stream_head
@@ -137,12 +139,15 @@ class ResponseStream:
     """The wire side of one streamed response: head, chunks, end.
 
     With a ``length`` the body goes unchunked and the caller sends exactly that many bytes
-    (a file); without one it is chunked (HTTP/1.1) or ends with the connection (HTTP/1.0).
+    (a file); without one it is chunked (HTTP/1.1) or ends with the connection (HTTP/1.0),
+    and gzipped under ``compress_response`` for a client that takes it (each piece flushed, so
+    the client reads it at once), unless it is an event stream.
     """
 
     __slots__ = (
         "_app",
         "_buffer",
+        "_gzip",
         "_recent",
         "_timer",
         "chunked",
@@ -177,6 +182,18 @@ class ResponseStream:
         self._recent: deque[float] = deque(maxlen=BURST)
         self._buffer: list[bytes] = []
         self._timer: asyncio.TimerHandle | None = None
+        self._gzip: Any = None
+        level = app.stream_gzip_level
+        if level is not None and length is None and not _is_event_stream(headers):
+            plan = negotiate(request, status, headers, True)
+            if plan is not None:
+                headers, takes_gzip = plan
+                if takes_gzip and status != 304:
+                    headers = gzipped_headers(headers)
+                    if not self.head_only:
+                        # An 8 KiB window and memLevel 7: about 100 KiB per compressor instead
+                        # of zlib's 256, as streams may be many and long.
+                        self._gzip = zlib.compressobj(level, zlib.DEFLATED, 16 + 13, 7)
         head = encode_stream_head(status, headers, reason, self.chunked, connection, length)
         self._send(head)
 
@@ -186,6 +203,11 @@ class ResponseStream:
     def _frame(self, data: bytes) -> bytes:
         return b"%x\r\n%s\r\n" % (len(data), data) if self.chunked else data
 
+    def _encode(self, data: bytes) -> bytes:
+        """gzip's bytes for ``data``, flushed so that the client can read all of it now."""
+        gz = self._gzip
+        return data if gz is None else gz.compress(data) + gz.flush(zlib.Z_SYNC_FLUSH)
+
     async def write(self, data: bytes) -> None:
         """Send ``data`` as one piece, once the connection's budget allows."""
         if self.finished:
@@ -194,7 +216,7 @@ class ResponseStream:
             return
         window = self._app.credit_window(self.request)
         if window is not None:  # the window paces exactly
-            self._send(self._frame(data))
+            self._send(self._frame(self._encode(data)))
             await window.drained()
             return
         self._buffer.append(data)
@@ -219,7 +241,7 @@ class ResponseStream:
             self._timer.cancel()
             self._timer = None
         if self._buffer and not self.finished:
-            data = b"".join(self._buffer)
+            data = self._encode(b"".join(self._buffer))
             self._buffer = []
             self._recent.append(asyncio.get_running_loop().time())
             self._send(self._frame(data))
@@ -230,6 +252,8 @@ class ResponseStream:
             return
         if data and not self.head_only:
             self._buffer.append(data)
+        if self._gzip is not None and not self._buffer:
+            self._buffer.append(b"")  # gzip's end must be sent even with nothing left
         if self._buffer:
             # The pace's timer would send the buffer during the sleep below, and this the end
             # chunk twice: the buffer is this method's to send now.
@@ -240,6 +264,8 @@ class ResponseStream:
             if wait > 0:
                 await asyncio.sleep(wait)
             data, self._buffer = b"".join(self._buffer), []
+            if self._gzip is not None:
+                data, self._gzip = self._gzip.compress(data) + self._gzip.flush(), None
             self._recent.append(asyncio.get_running_loop().time())
             # Another task's flush may have sent the buffer during the sleep: an empty chunk
             # would be a second end-of-body marker, and an empty reply closes the connection.
@@ -260,6 +286,15 @@ class ResponseStream:
         if not self.finished:
             self.finished = True
             self._send(b"")
+
+
+def _is_event_stream(headers: list[tuple[str, str]]) -> bool:
+    """Event streams stay plain: their events are small, their connections many and long, and
+    a compressor per connection would cost more memory than it saves bytes."""
+    for name, value in headers:
+        if name.lower() == "content-type":
+            return value.split(";", 1)[0].strip().lower() == "text/event-stream"
+    return False
 
 
 def format_event(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import zlib
 from typing import Any
 
 import pytest
@@ -114,6 +115,35 @@ class Streams(WebMessageHandler):
         await self.flush()
 
 
+class Pieces(WebMessageHandler):
+    async def get(self) -> None:
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        for piece in PIECES:
+            self.write(piece)
+            await self.flush()
+
+
+class PictureStream(Pieces):
+    async def get(self) -> None:
+        self.set_header("Content-Type", "image/png")
+        for piece in PIECES:
+            self.write(piece)
+            await self.flush()
+
+
+class EncodedStream(Pieces):
+    async def get(self) -> None:
+        self.set_header("Content-Encoding", "br")
+        await super().get()
+
+
+class Events(WebMessageHandler):
+    async def get(self) -> None:
+        await self.send_event("one")
+        await self.flush()
+        await self.send_event("two")
+
+
 class Shared(WebMessageHandler):
     def get(self, kind: str) -> Response:
         return SHARED[kind]
@@ -140,6 +170,10 @@ def make_app(**settings: Any) -> Brubeck:
             (r"^/no-content$", NoContent),
             (r"^/not-modified$", NotModified),
             (r"^/stream$", Streams),
+            (r"^/pieces$", Pieces),
+            (r"^/picture-stream$", PictureStream),
+            (r"^/encoded-stream$", EncodedStream),
+            (r"^/events$", Events),
             (r"^/shared/(\w+)$", Shared),
         ],
         **settings,
@@ -442,24 +476,106 @@ async def test_a_repeated_accept_encoding_header_is_read_whole() -> None:
     assert_identity(refused, TEXT)
 
 
-async def test_a_streamed_response_is_sent_as_written() -> None:
-    """A stream's head is gone before its body is known: it cannot be gzipped whole."""
-    async with TestClient(make_app(compress_min_size=0)) as client:
-        await client.send_raw(client.build_message("GET", "/stream", conn_id=1, headers=GZIP))
+PIECES = [b"first piece, " * 50, b"second piece, " * 50, b"third and last piece\n" * 50]
+
+
+async def stream_reply(
+    path: str, headers: dict[str, Any] | None = None, method: str = "GET", **settings: Any
+) -> tuple[bytes, list[bytes], bool]:
+    """The head, the chunks (each as sent) and whether the reply ended with its 0 chunk."""
+    async with TestClient(make_app(**settings)) as client:
+        raw = client.build_message(method, path, conn_id=1, headers=headers)
+        await client.send_raw(raw)
         data = b""
-        while not data.endswith(b"\r\n0\r\n\r\n"):
+        while b"\r\n\r\n" not in data or (method != "HEAD" and not data.endswith(b"\r\n0\r\n\r\n")):
             data += await client.receive(1)
     head, _, chunked = data.partition(b"\r\n\r\n")
-    assert b"transfer-encoding: chunked" in head.lower()
-    assert b"content-encoding" not in head.lower()
-    body = b""
-    while True:
+    chunks = []
+    while chunked:
         size_line, _, chunked = chunked.partition(b"\r\n")
         size = int(size_line, 16)
         if size == 0:
-            break
-        body, chunked = body + chunked[:size], chunked[size + 2 :]
-    assert body == TEXT
+            return head.lower(), chunks, True
+        chunks.append(chunked[:size])
+        assert chunked[size : size + 2] == b"\r\n"
+        chunked = chunked[size + 2 :]
+    return head.lower(), chunks, False
+
+
+async def test_a_streamed_text_response_is_gzipped_piece_by_piece() -> None:
+    """Each flush is a gzip sync point: the client can decode every piece as it arrives."""
+    head, chunks, ended = await stream_reply("/pieces", GZIP)
+    assert ended
+    assert b"transfer-encoding: chunked" in head
+    assert b"content-encoding: gzip" in head and b"vary: accept-encoding" in head
+    assert b"content-length" not in head
+    decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    assert len(chunks) == len(PIECES) + 1  # the pieces, then gzip's end
+    for chunk, piece in zip(chunks, PIECES, strict=False):
+        assert decoder.decompress(chunk) == piece  # nothing held back for later
+    assert decoder.decompress(chunks[-1]) == b"" and decoder.eof
+    assert gzip.decompress(b"".join(chunks)) == b"".join(PIECES)
+    assert len(b"".join(chunks)) < len(b"".join(PIECES)) / 4
+
+
+async def test_a_stream_with_one_piece_and_its_end_is_one_gzip_member() -> None:
+    head, chunks, ended = await stream_reply("/stream", GZIP, compress_min_size=0)
+    assert ended and b"content-encoding: gzip" in head
+    assert gzip.decompress(b"".join(chunks)) == TEXT
+
+
+async def test_a_stream_to_a_client_without_gzip_is_plain_and_says_vary() -> None:
+    head, chunks, ended = await stream_reply("/pieces", {"Accept-Encoding": "gzip;q=0"})
+    assert ended and b"content-encoding" not in head and b"vary: accept-encoding" in head
+    assert chunks == PIECES
+
+
+async def test_a_stream_without_compress_response_is_plain_and_has_no_vary() -> None:
+    head, chunks, _ = await stream_reply("/pieces", GZIP, compress_response=False)
+    assert b"content-encoding" not in head and b"vary" not in head
+    assert chunks == PIECES
+
+
+@pytest.mark.parametrize(
+    ("path", "reason"),
+    [
+        ("/events", "an event stream stays plain"),
+        ("/picture-stream", "an image is not text"),
+        ("/encoded-stream", "the handler encoded it itself"),
+    ],
+)
+async def test_streams_that_stay_as_written(path: str, reason: str) -> None:
+    head, chunks, ended = await stream_reply(path, GZIP)
+    assert ended, reason
+    assert head.count(b"content-encoding") == (1 if "encoded" in path else 0), reason
+    assert b"content-encoding: gzip" not in head or "encoded" in path, reason
+    if path == "/events":
+        assert b"vary" not in head
+        assert b"".join(chunks) == b"data: one\n\ndata: two\n\n"
+    else:
+        assert b"".join(chunks) == b"".join(PIECES), reason
+
+
+async def test_head_of_a_gzipped_stream_has_the_headers_of_its_get() -> None:
+    head, chunks, _ = await stream_reply("/pieces", GZIP, method="HEAD")
+    assert b"content-encoding: gzip" in head and b"vary: accept-encoding" in head
+    assert chunks == []
+
+
+async def test_a_gzipped_stream_to_http_1_0_ends_with_the_connection() -> None:
+    async with TestClient(make_app()) as client:
+        raw = client.build_message("GET", "/pieces", conn_id=1, headers=GZIP, version="HTTP/1.0")
+        await client.send_raw(raw)
+        data = b""
+        while True:
+            part = await client.receive(1)
+            if part == b"":  # the close
+                break
+            data += part
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert b"content-encoding: gzip" in head.lower()
+    assert b"transfer-encoding" not in head.lower()
+    assert gzip.decompress(body) == b"".join(PIECES)
 
 
 @pytest.mark.parametrize("kind", ["bare", "varies"])
