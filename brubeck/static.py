@@ -149,10 +149,11 @@ class StaticFileHandler(MessageHandler):
     """Serves the files of one directory: ``(r"^/assets/(.*)$", StaticFileHandler,
     {"root": "assets"})``.
 
-    The route's first group is the name (leading slashes dropped): a group named ``path``, or
-    the first unnamed one. Init kwargs (or a subclass) set ``root``, ``default_filename``
-    (``"index.html"``: serve it for a directory, after redirecting ``/dir`` to ``/dir/``),
-    ``cache_control`` (sent when the URL has no ``v``) and ``serve_hidden``.
+    The route's group named ``path`` is the name (leading slashes dropped); without one, the
+    first unnamed group, else the first named one. Init kwargs (or a subclass) set ``root``,
+    ``default_filename`` (``"index.html"``: serve it for a directory, after redirecting
+    ``/dir`` to ``/dir/``), ``cache_control`` (sent when the URL has no ``v``) and
+    ``serve_hidden``.
     """
 
     root: str | os.PathLike[str] | None = None
@@ -160,20 +161,23 @@ class StaticFileHandler(MessageHandler):
     cache_control: str | None = None
     serve_hidden: bool = False
 
-    async def get(self, path: str | None = "", *rest: str | None) -> Response:
+    async def get(self, *args: str | None, **kwargs: str | None) -> Response:
         root = self.root
         if root is None:
             raise RuntimeError(
                 f"{type(self).__name__} needs a root: "
                 f'(pattern, {type(self).__name__}, {{"root": "static"}})'
             )
+        path = _name_from(args, kwargs)
         name = (path or "").lstrip("/")  # an optional group that did not match is None
         if not self.serve_hidden and _is_hidden(name):
             raise HTTPError(404)
         if self.default_filename is not None and path_inside(name, root).is_dir():
             if not self.request.path.endswith("/"):  # else the page's relative links break
                 query = self.request.query_string
-                location = quote(self.request.path) + "/" + (f"?{query}" if query else "")
+                # One leading slash, always: ``//evil.example`` would be another host.
+                here = "/" + quote(self.request.path.lstrip("/"))
+                location = here + "/" + (f"?{query}" if query else "")
                 return self.redirect(location, permanent=True)
             name = os.path.join(name, self.default_filename)
         version = self.get_argument("v", None)
@@ -192,6 +196,16 @@ class StaticFileHandler(MessageHandler):
         if current is None:  # a first request, or a changed file: hash it off the event loop
             current = await asyncio.to_thread(versions.version, path)
         return IMMUTABLE if version == current else "no-cache"
+
+
+def _name_from(args: tuple[str | None, ...], kwargs: dict[str, str | None]) -> str | None:
+    """The group named ``path`` (even after an unnamed one: ``^/(en|fr)/(?P<path>.*)``), else
+    the first unnamed group, else the first named one, else the whole directory."""
+    if "path" in kwargs:
+        return kwargs["path"]
+    if args:
+        return args[0]
+    return next(iter(kwargs.values()), "")
 
 
 def _is_hidden(name: str) -> bool:
