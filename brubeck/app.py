@@ -30,7 +30,7 @@ from .conditional import with_etag
 from .connection import Mongrel2Connection
 from .eager import SUSPENDS, value_now
 from .errors import HTTPError
-from .handlers import MessageHandler, WebMessageHandler
+from .handlers import UNSAFE_METHODS, MessageHandler, WebMessageHandler, require_xsrf_token
 from .inflight import InFlight
 from .loops import event_loop_factory, run_until_signal
 from .ordering import AnswerOrder
@@ -192,8 +192,19 @@ class Brubeck(AwaitingRequests):
 
     @property
     def cookie_secret(self) -> Any:
-        """``settings["cookie_secret"]``: a secret, or a list of them newest first."""
-        return self.settings.get("cookie_secret")
+        """``settings["cookie_secret"]``: a secret, or a list of them newest first.
+
+        Without the setting this raises rather than give None: ``get_cookie(name,
+        secret=None)`` reads a cookie unsigned, so a forgotten setting would let any client
+        forge a signed cookie's value (``Cookie: user=admin``).
+        """
+        secret = self.settings.get("cookie_secret")
+        if not secret:
+            raise RuntimeError(
+                "the cookie_secret setting is not set: signed cookies need it "
+                '(Brubeck(..., cookie_secret="a long random string"))'
+            )
+        return secret
 
     # Routes
 
@@ -218,26 +229,40 @@ class Brubeck(AwaitingRequests):
         first: bool = False,
     ) -> Route:
         """``add_route_rule`` with the init kwargs as a dict: any key is theirs, even ``name``."""
+        check_xsrf = True
         if not (isinstance(target, type) and issubclass(target, MessageHandler)):
             if isinstance(target, type) or not callable(target):
                 raise TypeError(
                     f"a route target is a MessageHandler subclass or a function, got {target!r}"
                 )
+            init_kwargs = dict(init_kwargs)
+            check_xsrf = bool(init_kwargs.pop("check_xsrf", True))  # a handler's attribute
             if init_kwargs:
                 raise TypeError("init kwargs are for handler classes, not functions")
         route = self.router.add_route(
             Route(pattern, target, method, name, init_kwargs), first=first
         )
         route.finishes = route.is_class and target.on_finish is not MessageHandler.on_finish
+        route.check_xsrf = check_xsrf
         return route
 
     def add_route(
-        self, pattern: str, method: str | Iterable[str] | None = None, name: str | None = None
+        self,
+        pattern: str,
+        method: str | Iterable[str] | None = None,
+        name: str | None = None,
+        *,
+        check_xsrf: bool = True,
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        """Decorator: route ``pattern`` to ``f(application, message, *args, **kwargs)``."""
+        """Decorator: route ``pattern`` to ``f(application, message, *args, **kwargs)``.
+
+        With the ``xsrf_cookies`` setting on, its POST, PUT, PATCH and DELETE requests must
+        carry the XSRF token as a handler class's do; ``check_xsrf=False`` skips that (for
+        routes that authenticate otherwise, such as API tokens).
+        """
 
         def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
-            self.add_route_rule(pattern, func, method=method or ["GET"], name=name)
+            self._add_route(pattern, func, method or ["GET"], name, {"check_xsrf": check_xsrf})
             return func
 
         return decorate
@@ -338,6 +363,8 @@ class Brubeck(AwaitingRequests):
                 result: Any = handler.execute(args, kwargs)
             else:
                 handler = None
+                if route.check_xsrf and self.xsrf_cookies and method in UNSAFE_METHODS:
+                    require_xsrf_token(request)
                 result = target(self, request, *args, **kwargs)
                 if result is not None:
                     value = value_now(result)

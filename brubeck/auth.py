@@ -3,7 +3,9 @@
 A handler mixes in ``UserHandlingMixin`` and overrides ``get_current_user`` (typically reading
 a signed cookie); ``@authenticated`` answers 401 when there is no user, ``@web_authenticated``
 redirects a browser to the ``login_url`` setting instead. Both work on ``def`` and
-``async def`` verb methods.
+``async def`` verb methods. ``get_current_user`` may be ``async def`` (a session looked up in
+a store): the guard of an ``async def`` method awaits it; anywhere it cannot be awaited,
+reading ``current_user`` raises, since a coroutine object would pass for a logged-in user.
 """
 
 from __future__ import annotations
@@ -31,12 +33,35 @@ class UserHandlingMixin:
     @property
     def current_user(self) -> Any:
         if self._current_user is _UNSET:
-            self._current_user = self.get_current_user()
+            user = self.get_current_user()
+            if inspect.isawaitable(user):
+                _close(user)
+                raise TypeError(
+                    f"{type(self).__name__}.get_current_user is async, and current_user "
+                    "cannot await it here: guard an async def method with @authenticated "
+                    "(it awaits it), or set self.current_user = await self.get_current_user() "
+                    "in an async def prepare"
+                )
+            self._current_user = user
         return self._current_user
 
     @current_user.setter
     def current_user(self, value: Any) -> None:
         self._current_user = value
+
+
+def _close(awaitable: Any) -> None:
+    """Drop a coroutine nobody will await without Python's "never awaited" warning."""
+    close = getattr(awaitable, "close", None)
+    if close is not None:
+        close()
+
+
+async def _load_user(handler: Any) -> None:
+    """Await an ``async def get_current_user`` once, so that ``current_user`` has its value."""
+    if getattr(handler, "_current_user", None) is _UNSET:
+        user = handler.get_current_user()
+        handler._current_user = await user if inspect.isawaitable(user) else user
 
 
 def _check(handler: Any, redirect: bool) -> Any:
@@ -55,6 +80,7 @@ def _guard(method: Callable[..., Any], redirect: bool) -> Callable[..., Any]:
 
         @functools.wraps(method)
         async def guarded_async(self: Any, *args: Any, **kwargs: Any) -> Any:
+            await _load_user(self)
             refused = _check(self, redirect)
             return refused if refused is not None else await method(self, *args, **kwargs)
 

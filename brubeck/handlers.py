@@ -17,6 +17,7 @@ from collections.abc import Awaitable
 from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from .conditional import http_date
 from .cookies import format_set_cookie, is_cookie_name
@@ -67,10 +68,33 @@ HandlerResult = Response | Awaitable[Response]
 
 _REQUIRED: Any = object()
 _LINE_BREAKS = str.maketrans("", "", "\r\n\0")
-_UNSAFE_METHODS = frozenset(["POST", "PUT", "PATCH", "DELETE"])
+#: What ``redirect`` leaves as it is: the characters of URL syntax, and ``%`` (escapes).
+_URL_SAFE = "!#$%&'()*+,/:;=?@[]~"
+UNSAFE_METHODS = frozenset(["POST", "PUT", "PATCH", "DELETE"])
 XSRF_COOKIE = "_xsrf"
 _VERB_NAMES = {method: method.lower() for method in HTTP_METHODS}
 _FILE_HEADERS_BUT_DISPOSITION = FILE_HEADERS - {"content-disposition"}
+
+
+def require_xsrf_token(request: Request) -> None:
+    """403 unless the request echoes its ``_xsrf`` cookie (the double-submit pattern), as
+    an ``X-XSRFToken`` (or ``X-CSRFToken``) header or an ``_xsrf`` argument.
+
+    Handler classes run it through ``check_xsrf_cookie``; the app runs it itself before a
+    function route, which has no handler to do so.
+    """
+    cookie = request.cookies.get(XSRF_COOKIE)
+    headers = request.headers
+    sent = headers.first("x-xsrftoken") or headers.first("x-csrftoken")
+    if not sent:
+        values = request.arguments.get(XSRF_COOKIE)
+        sent = values[-1].strip() if values else None
+    if not cookie or not sent or not same_token(cookie, sent):
+        raise HTTPError(
+            403,
+            "missing or wrong XSRF token: send the _xsrf cookie's value "
+            "as the _xsrf argument or the X-XSRFToken header",
+        )
 
 
 class MessageHandler:
@@ -258,25 +282,17 @@ class MessageHandler:
         """Refuse (403) an unsafe request whose ``_xsrf`` argument or ``X-XSRFToken`` header
         does not match its ``_xsrf`` cookie; runs before ``prepare`` when the app's
         ``xsrf_cookies`` setting is on."""
-        if not self.check_xsrf:
-            return
-        cookie = self.get_cookie(XSRF_COOKIE)
-        headers = self.message.headers
-        sent = (
-            headers.first("x-xsrftoken")
-            or headers.first("x-csrftoken")
-            or self.get_argument("_xsrf", None)
-        )
-        if not cookie or not sent or not same_token(cookie, sent):
-            raise HTTPError(
-                403,
-                "missing or wrong XSRF token: send the _xsrf cookie's value "
-                "as the _xsrf argument or the X-XSRFToken header",
-            )
+        if self.check_xsrf:
+            require_xsrf_token(self.message)
 
     def delete_cookie(self, name: str, path: str | None = "/", domain: str | None = None) -> None:
-        """Tell the client to drop a cookie (same path and domain as it was set with)."""
-        self.set_cookie(name, "", max_age=0, expires=0, path=path, domain=domain)
+        """Tell the client to drop a cookie (same path and domain as it was set with).
+
+        A ``__Secure-`` or ``__Host-`` cookie is dropped with ``Secure``: browsers ignore any
+        Set-Cookie of such a name without it, and the cookie would outlive a logout.
+        """
+        secure = name.startswith(("__Secure-", "__Host-"))
+        self.set_cookie(name, "", max_age=0, expires=0, path=path, domain=domain, secure=secure)
 
     def delete_cookies(self, path: str | None = "/", domain: str | None = None) -> None:
         """Drop every cookie the client sent (but those no Set-Cookie header can name)."""
@@ -364,12 +380,17 @@ class MessageHandler:
             self._content_type = JSON_CONTENT_TYPE
 
     def redirect(self, url: str, permanent: bool = False, status: int | None = None) -> Response:
-        """Answer with a redirect: 302, 301 when ``permanent``, or any 3xx ``status``."""
+        """Answer with a redirect: 302, 301 when ``permanent``, or any 3xx ``status``.
+
+        Characters a URL may not hold (non-ASCII, spaces, control characters) are sent
+        percent-encoded as UTF-8: ``/tags/café`` leaves as ``/tags/caf%C3%A9``. Escapes
+        already in ``url`` are kept.
+        """
         status = status or (301 if permanent else 302)
         if not 300 <= status <= 399:
             raise ValueError(f"a redirect needs a 3xx status, got {status}")
         self.set_status(status)
-        self.set_header("Location", url)
+        self.set_header("Location", quote(url, safe=_URL_SAFE))
         self._body = []
         return self.render()
 
@@ -426,7 +447,7 @@ class MessageHandler:
     def execute(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> HandlerResult:
         """Run prepare and the verb method; a coroutine only if one of them awaited."""
         try:
-            if self.application.xsrf_cookies and self.message.method in _UNSAFE_METHODS:
+            if self.application.xsrf_cookies and self.message.method in UNSAFE_METHODS:
                 self.check_xsrf_cookie()
             if type(self).prepare is not _BASE_PREPARE:  # the base one does nothing
                 prepared = self.prepare()

@@ -26,6 +26,7 @@ class Route:
     """
 
     __slots__ = (
+        "check_xsrf",
         "finishes",
         "has_groups",
         "init_kwargs",
@@ -61,6 +62,8 @@ class Route:
         self.is_class = isinstance(target, type)
         #: set by the app: whether the handler class has an ``on_finish`` worth calling
         self.finishes = False
+        #: set by the app: whether a function route checks the XSRF token (classes do it)
+        self.check_xsrf = True
         self.methods = _route_methods(target, methods)
 
     def match(self, path: str) -> tuple[tuple[str, ...], dict[str, str]] | None:
