@@ -17,7 +17,7 @@ import asyncio
 import inspect
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from time import perf_counter
 from types import SimpleNamespace
 from typing import Any
@@ -59,6 +59,10 @@ Hook = Callable[[], Any]
 
 # A module global: Python 3.11 specializes reading one, not reading a class's attribute.
 _request_from_fields = Request.from_fields
+
+
+def _is_str(value: object) -> bool:
+    return isinstance(value, str)
 
 
 class Brubeck(AwaitingRequests):
@@ -175,7 +179,12 @@ class Brubeck(AwaitingRequests):
                     f"a handler tuple is (pattern, handler) or (pattern, handler, kwargs); "
                     f"got {rule!r}"
                 )
-            self._add_route(rule[0], rule[1], None, None, rule[2] if len(rule) == 3 else {})
+            init_kwargs = rule[2] if len(rule) == 3 else {}
+            if not (isinstance(init_kwargs, Mapping) and all(map(_is_str, init_kwargs))):
+                raise TypeError(
+                    f"a handler tuple's third item is a dict of init kwargs by name; got {rule!r}"
+                )
+            self._add_route(rule[0], rule[1], None, None, dict(init_kwargs))
         #: Content hashes for ``static_url`` and ``StaticFileHandler``'s ``?v=``.
         self.static_versions = StaticVersions()
         #: ``static_path`` / ``static_url_prefix``: served before every other route.

@@ -9,6 +9,7 @@ percent-decoding; malformed input raises ``HTTPError(400)`` with the reason, and
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,6 +29,8 @@ from .protocol import HeaderValue, Message
 _new_object = object.__new__
 
 _FORM_TYPE = "application/x-www-form-urlencoded"
+#: Control characters: never part of a path a route means (checked after percent-decoding).
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
 _MULTIPART_TYPE = "multipart/form-data"
 
 
@@ -316,13 +319,22 @@ class Request:
 
     @property
     def path(self) -> str:
-        """The percent-decoded path (UTF-8); invalid UTF-8 is a 400."""
+        """The percent-decoded path (UTF-8); invalid UTF-8 is a 400.
+
+        So is an encoded control character (``%0A``, ``%00``…): no route means one, and a
+        newline would pass a pattern's ``$`` (which matches before a final newline) or end a
+        ``.*`` group, so ``/admin%0A`` would reach ``^/admin$``.
+        """
         if self._path is None:
             raw = self.raw_path
             try:
                 text = raw.decode("utf-8")
                 if "%" in text:
                     text = unquote(text, encoding="utf-8", errors="strict")
+                    if _CONTROL.search(text):
+                        raise HTTPError(
+                            400, "the request path holds a control character (%00-%1F, %7F)"
+                        )
             except UnicodeDecodeError:
                 raise HTTPError(400, "the request path is not valid UTF-8") from None
             self._path = text
@@ -488,11 +500,12 @@ class Request:
         if self._body_is_live:  # stream_request_body: the handler reads (and parses) it
             self._parsed = ({}, {})
             return self._parsed
-        body = self.body
-        ctype = self.content_type if body else ""
+        # The type first: a spooled body of another type (a file PUT) is never read for fields.
+        ctype = self.content_type if self._body is None or self._body else ""
         limits = self.limits
         if ctype == _FORM_TYPE:
             self._check_body_size()
+            body = self.body
             if body.count(b"&") >= limits.max_form_parts:
                 raise HTTPError(
                     413,
@@ -508,6 +521,7 @@ class Request:
             parsed: tuple[Fields, Files] = (parse_query(body, "form body"), {})
         elif ctype == _MULTIPART_TYPE:
             self._check_body_size()
+            body = self.body
             boundary = parse_boundary(self.headers.first("content-type") or "")
             parsed = parse_multipart(
                 body,
@@ -529,7 +543,8 @@ class Request:
         if self._arguments is None:
             query = self.raw_headers.get(b"QUERY", b"")
             args = parse_query(query if isinstance(query, bytes) else query[-1])
-            if not self._body_is_live and self.body:
+            body = self._body  # None: spooled to a file, which the form parse reads if it is one
+            if not self._body_is_live and (body is None or body):
                 for name, values in self.form.items():
                     args.setdefault(name, []).extend(values)
             self._arguments = args

@@ -47,6 +47,8 @@ class Route:
         name: str | None = None,
         init_kwargs: dict[str, Any] | None = None,
     ) -> None:
+        if not isinstance(pattern, str):  # a bytes regex cannot match the decoded path
+            raise TypeError(f"a route pattern is a str, got {pattern!r}")
         try:
             self.regex = re.compile(pattern)
         except re.error as exc:
@@ -89,6 +91,16 @@ def _route_methods(target: Any, methods: Iterable[str] | None) -> frozenset[str]
         methods = [methods]
     if methods is not None:
         found = frozenset(m.upper() for m in methods)
+        if isinstance(target, type) and hasattr(target, "allowed_methods"):
+            # Only what the class answers: else a 405 from the route would name methods the
+            # class refuses (and the class's 405 methods the route refuses).
+            answered = frozenset(target.allowed_methods())
+            if not found & answered:
+                raise ValueError(
+                    f"{target.__name__} answers none of {', '.join(sorted(found))}: "
+                    f"it has methods for {', '.join(sorted(answered))}"
+                )
+            found &= answered
     elif isinstance(target, type) and hasattr(target, "allowed_methods"):
         found = frozenset(target.allowed_methods())
     else:
@@ -174,11 +186,14 @@ class Router:
             raise KeyError(f"no route named {name!r}")
         path = _fill(route.pattern, list(args), kwargs)
         # Routes see the percent-decoded path: check what the request for this URL will match.
-        if route.match(unquote(path)) is None:
+        # A control character is refused in a request's path (a 400), so here too.
+        decoded = unquote(path)
+        if _CONTROL.search(decoded) or route.match(decoded) is None:
             raise ValueError(f"values {args!r} {kwargs!r} do not match route {route.pattern!r}")
         return path
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
 _GROUP = re.compile(r"\((\?P<(\w+)>)?")
 _REGEX_ONLY = re.compile(r"(?<!\\)[\[\]*+?{}|.]")
 
@@ -242,6 +257,12 @@ def _group_end(text: str, start: int, pattern: str) -> int:
 
 
 def _literal(text: str, pattern: str) -> str:
+    """A pattern's fixed text as URL text: ``\\?`` is a ``?`` of the path, so ``%3F``."""
     if _REGEX_ONLY.search(text):
         raise ValueError(f"cannot reverse route {pattern!r}: {text!r} is not a literal")
-    return re.sub(r"\\(.)", r"\1", text)
+    return quote(re.sub(r"\\(.)", r"\1", text), safe=_PATH_SAFE)
+
+
+#: What stays as it is in a reversed path: its separators and the characters RFC 3986 allows
+#: in a segment (the rest, ``%`` included, is percent-encoded: routes see the decoded path).
+_PATH_SAFE = "/:@!$&'()*+,;="

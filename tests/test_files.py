@@ -798,12 +798,19 @@ async def test_handlers_own_content_disposition_goes_with_the_file(tree: Path) -
         "/files/sub/../../outside.txt",
         "/files/missing.txt",
         "/files/sub",
-        "/files/a%00b",
     ],
 )
 async def test_names_that_are_not_files_inside_the_root_are_404(tree: Path, path: str) -> None:
     response = await fetch(tree, path)
     assert response.status_code == 404
+    assert OUTSIDE not in response.content
+
+
+async def test_a_name_with_an_encoded_nul_is_refused_before_any_file_is_looked_up(
+    tree: Path,
+) -> None:
+    response = await fetch(tree, "/files/a%00b")
+    assert response.status_code == 400
     assert OUTSIDE not in response.content
 
 

@@ -337,7 +337,6 @@ LEADING_OUT = [
     "dir-link-out/index.html",
     "loop",
     "loop/x",
-    "hello.txt%00.png",
 ]
 
 
@@ -352,6 +351,15 @@ async def test_a_name_that_leads_out_is_a_404(tree: Path, name: str, prefix: str
         assert OUTSIDE not in response.content
         assert b"root:" not in response.content
         assert "location" not in response.headers
+
+
+@pytest.mark.parametrize("prefix", ["/assets/", "/named/", "/site/", "/dotfiles/"])
+async def test_a_name_with_an_encoded_nul_is_a_400(tree: Path, prefix: str) -> None:
+    """The app refuses a control character in the decoded path before any route runs."""
+    async with TestClient(make_app(tree)) as client:
+        r = await client.get(prefix + "hello.txt%00.png")
+    assert r.status_code == 400
+    assert SMALL not in r.content and "location" not in r.headers
 
 
 async def test_a_directory_link_out_is_a_404_and_not_a_redirect(tree: Path) -> None:

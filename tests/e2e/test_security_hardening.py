@@ -67,7 +67,7 @@ def test_login_redirect_through_mongrel2(site):
 
 
 def test_redirect_to_a_non_ascii_slug(site):
-    """BUG (also in the unit tests): a redirect to a path built from a decoded slug
+    """Was a bug (also in the unit tests): a redirect to a path built from a decoded slug
     (``/tags/☃``, reached as ``/go/%E2%98%83``) is a 500 instead of a 302 whose Location is
     percent-encoded UTF-8."""
     response = httpx.get(f"{site.url}/go/%E2%98%83")
@@ -81,7 +81,7 @@ def test_xsrf_is_enforced_for_a_class_route(site):
 
 
 def test_xsrf_is_enforced_for_a_function_route(site):
-    """BUG (also in the unit tests): the same cross-site POST to a function route passes."""
+    """Was a bug (also in the unit tests): the same cross-site POST to a function route passed."""
     response = httpx.post(f"{site.url}/fn", data={"a": "1"})
     assert response.status_code == 403
 
