@@ -123,8 +123,10 @@ def negotiate(
             return None  # already encoded by the handler
         elif lower == "vary":
             varies.append(value)
-    if content_type is None and has_body:
-        content_type = DEFAULT_CONTENT_TYPE  # what the encoder will send
+    if content_type is None and (has_body or status == 304):
+        # What the encoder will send; a 304 without a type (a function route's own) varies
+        # as its 200 may: a Vary on a 304 costs nothing, a missing one mixes cached forms.
+        content_type = DEFAULT_CONTENT_TYPE
     if content_type is None or not is_compressible(content_type):
         return None
     fields = {field.strip().lower() for value in varies for field in value.split(",")}

@@ -4,14 +4,16 @@ Rules of this module (RFC 9110 §13):
 - only a 200 answer to GET or HEAD becomes a 304; every other status, method and streamed
   response goes out as it is;
 - ``If-None-Match`` compares entity tags weakly (``W/"x"`` matches ``"x"``); ``*`` matches
-  any representation. ``If-Modified-Since`` counts only when there is no ``If-None-Match``,
-  and a date that does not parse is ignored, as the RFC says;
+  any representation that has a validator. ``If-Modified-Since`` counts only when there is
+  no ``If-None-Match``, and a field that is not one date (two dates, junk) is ignored, as
+  the RFC says;
 - the validators come from the response: an ``ETag`` or ``Last-Modified`` header the
   handler set, or an ``ETag`` computed from the body when the app's ``etag`` setting is on;
 - the app's hot path pays two header lookups per request when the client sent neither field;
 - ``If-Match`` and ``If-Unmodified-Since`` guard updates: only the handler knows the current
   version before it changes anything, so it asks (``request.check_preconditions``) and a
-  failed one is a 412.
+  failed one is a 412. ``If-Match`` compares strongly (RFC 9110 §13.1.1): the weak tag of a
+  gzipped answer never matches.
 """
 
 from __future__ import annotations
@@ -85,6 +87,10 @@ def _unchanged_since(
     since_text = header_text(raw_headers, key)
     if since_text is None or last_modified is None:
         return None
+    # One date has at most one comma ("Sun, 06 Nov 1994 …"); more is a list (a repeated field
+    # arrives joined by ", "), which the RFC says to ignore (RFC 9110 §13.1.3, §13.1.4).
+    if since_text.count(",") > 1:
+        return None
     since, modified = _parse_date(since_text), _parse_date(last_modified)
     if since is None or modified is None:
         return None
@@ -144,6 +150,8 @@ def answer(raw_headers: dict[bytes, Any], method: str, response: Response) -> Re
     if response.status != 200 or method not in ("GET", "HEAD"):
         return response
     etag, last_modified = _validators(response)
+    if etag is None and last_modified is None:
+        return response  # nothing to say the client's copy is this one, not even for "*"
     if is_fresh(raw_headers, etag, last_modified):
         return not_modified(response)
     return response
