@@ -61,6 +61,19 @@ Hook = Callable[[], Any]
 _request_from_fields = Request.from_fields
 
 
+def _own_parameters(target: Any, is_class: bool) -> set[str]:
+    """Names a route's groups cannot take: ``self`` of a verb method, or the ``application``
+    and ``message`` parameters of a function (whatever they are called)."""
+    if is_class:
+        return {"self"}
+    try:
+        parameters = list(inspect.signature(target).parameters.values())
+    except (TypeError, ValueError):  # no signature to read (a builtin): nothing to check
+        return set()
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return {p.name for p in parameters[:2] if p.kind in positional}
+
+
 def _is_str(value: object) -> bool:
     return isinstance(value, str)
 
@@ -248,9 +261,14 @@ class Brubeck(AwaitingRequests):
             check_xsrf = bool(init_kwargs.pop("check_xsrf", True))  # a handler's attribute
             if init_kwargs:
                 raise TypeError("init kwargs are for handler classes, not functions")
-        route = self.router.add_route(
-            Route(pattern, target, method, name, init_kwargs), first=first
-        )
+        route = Route(pattern, target, method, name, init_kwargs)
+        taken = set(route.regex.groupindex) & _own_parameters(target, route.is_class)
+        if taken:  # else every request that matches would be a TypeError, a 500
+            raise ValueError(
+                f"route {pattern!r}: the group name {', '.join(sorted(taken))} is taken by "
+                f"{getattr(target, '__name__', target)}'s own arguments; rename the group"
+            )
+        self.router.add_route(route, first=first)
         route.finishes = route.is_class and target.on_finish is not MessageHandler.on_finish
         route.check_xsrf = check_xsrf
         return route

@@ -270,7 +270,9 @@ class MessageHandler:
             token = self.get_cookie(XSRF_COOKIE)
             if not token or not valid_xsrf_token(token):
                 token = new_xsrf_token()
-                self.set_cookie(XSRF_COOKIE, token, samesite="Lax")
+                # Secure over HTTPS: a network attacker cannot read it from plain HTTP then.
+                secure = self.message.scheme == "https"
+                self.set_cookie(XSRF_COOKIE, token, samesite="Lax", secure=secure)
             self._xsrf_token = token
         return token
 

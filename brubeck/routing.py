@@ -91,6 +91,8 @@ def _route_methods(target: Any, methods: Iterable[str] | None) -> frozenset[str]
         methods = [methods]
     if methods is not None:
         found = frozenset(m.upper() for m in methods)
+        if not found:  # a route that could never be matched
+            raise ValueError(f"method= names no method for {target!r}")
         if isinstance(target, type) and hasattr(target, "allowed_methods"):
             # Only what the class answers: else a 405 from the route would name methods the
             # class refuses (and the class's 405 methods the route refuses).
@@ -184,7 +186,12 @@ class Router:
         route = self._named.get(name)
         if route is None:
             raise KeyError(f"no route named {name!r}")
-        path = _fill(route.pattern, list(args), kwargs)
+        values = list(args)
+        path = _fill(route.pattern, values, kwargs)
+        unused = sorted(set(kwargs) - set(route.regex.groupindex))
+        if values or unused:  # a value that has no group: the caller meant another route
+            extra = [repr(v) for v in values] + unused
+            raise ValueError(f"route {route.pattern!r} has no group for {', '.join(extra)}")
         # Routes see the percent-decoded path: check what the request for this URL will match.
         # A control character is refused in a request's path (a 400), so here too.
         decoded = unquote(path)

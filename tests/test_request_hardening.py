@@ -40,6 +40,7 @@ def _message(
     headers: dict[bytes, Any] | None = None,
     body: bytes = b"",
     conn_id: int = 1,
+    scheme: bytes = b"http",
 ) -> bytes:
     uri = path + (b"?" + query if query is not None else b"")
     fields: dict[bytes, Any] = {
@@ -56,7 +57,7 @@ def _message(
             b"PATH": path,
             b"URI": uri,
             b"PATTERN": b"/",
-            b"URL_SCHEME": b"http",
+            b"URL_SCHEME": scheme,
             b"REMOTE_ADDR": b"127.0.0.1",
         }
     )
@@ -568,3 +569,100 @@ def test_reverse_url_keeps_the_characters_a_path_segment_may_hold() -> None:
     url = app.reverse_url("sub", id=3)
     assert url == "/a:b@c!$&'()*+,;=/3"
     assert _ask(app, "GET", url).body == repr(((), {"id": "3"})).encode()
+
+
+# Found alongside the bugs above, fixed with them
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"NaN", b"[Infinity]", b'{"a": -Infinity}', b"1e999", b"[-1E+400]", b"1" * 400 + b".0"],
+)
+def test_json_that_is_not_json_numbers_is_a_400(body: bytes) -> None:
+    """ujson reads NaN and Infinity, and turns an overflowing number into infinity: none is
+    JSON (RFC 8259), and no encoder sends them back, so the handler would fail later."""
+
+    class Echo(WebMessageHandler):
+        def post(self) -> Any:
+            return {"got": self.request.json}
+
+    app = Brubeck(handler_tuples=[(r"^/j$", Echo)])
+    answer = _ask(app, "POST", "/j", headers={b"content-type": b"application/json"}, body=body)
+    assert answer.status == 400
+    assert b"NaN, Infinity or a number too large" in answer.body
+
+
+def test_json_with_large_finite_numbers_and_the_word_nan_is_read() -> None:
+    class Echo(WebMessageHandler):
+        def post(self) -> Any:
+            return {"got": self.request.json}
+
+    app = Brubeck(handler_tuples=[(r"^/j$", Echo)])
+    body = b'{"big": 1e308, "tiny": 1e-999, "s": "NaN and Infinity", "n": 1000}'
+    answer = _ask(app, "POST", "/j", headers={b"content-type": b"application/json"}, body=body)
+    assert answer.status == 200
+    assert json.loads(answer.body)["got"] == {
+        "big": 1e308,
+        "tiny": 0.0,
+        "s": "NaN and Infinity",
+        "n": 1000,
+    }
+
+
+def test_a_group_named_like_the_handlers_own_arguments_is_refused_at_build() -> None:
+    """A group called ``self`` (a class) or like a function's first two parameters made every
+    matching request a TypeError, a 500."""
+
+    class Page(WebMessageHandler):
+        def get(self, **kwargs: str) -> str:
+            return "page"
+
+    def page(app: Brubeck, req: Request, **kwargs: str) -> str:
+        return "page"
+
+    with pytest.raises(ValueError, match="the group name self is taken"):
+        Brubeck(handler_tuples=[(r"^/(?P<self>\w+)$", Page)])
+    for group in ("app", "req"):
+        with pytest.raises(ValueError, match=f"the group name {group} is taken by page"):
+            Brubeck(handler_tuples=[(rf"^/(?P<{group}>\w+)$", page)])
+    app = Brubeck(handler_tuples=[(r"^/(?P<message>\w+)$", page)])  # not page's own names
+    assert _ask(app, "GET", "/x").status == 200
+    assert app.router.routes[-1].pattern == r"^/(?P<message>\w+)$"
+
+
+def test_a_refused_route_is_not_left_in_the_router() -> None:
+    def page(application: Brubeck, message: Request, **kwargs: str) -> str:
+        return "page"
+
+    app = Brubeck()
+    with pytest.raises(ValueError):
+        app.add_route_rule(r"^/(?P<message>\w+)$", page, name="bad")
+    assert app.router.routes == []
+    app.add_route_rule(r"^/(?P<slug>\w+)$", page, name="bad")  # the name is still free
+
+
+def test_an_empty_method_list_is_refused() -> None:
+    app = Brubeck()
+    with pytest.raises(ValueError, match="names no method"):
+        app.add_route_rule(r"^/x$", lambda application, message: "x", method=[])
+
+
+def test_reverse_url_refuses_values_that_have_no_group() -> None:
+    app = _echo_app(r"^/v/(\d+)$", name="v")
+    assert app.reverse_url("v", 5) == "/v/5"
+    with pytest.raises(ValueError, match="has no group for 6"):
+        app.reverse_url("v", 5, 6)
+    with pytest.raises(ValueError, match="has no group for page"):
+        app.reverse_url("v", 5, page=2)
+
+
+def test_the_xsrf_cookie_is_secure_over_https() -> None:
+    class Form(WebMessageHandler):
+        def get(self) -> str:
+            return self.xsrf_form_html()
+
+    app = Brubeck(handler_tuples=[(r"^/f$", Form)])
+    over_https = _ask(app, "GET", "/f", scheme=b"https").headers["set-cookie"]
+    over_http = _ask(app, "GET", "/f").headers["set-cookie"]
+    assert over_https.startswith("_xsrf=") and "; Secure" in over_https
+    assert over_http.startswith("_xsrf=") and "Secure" not in over_http
