@@ -359,8 +359,8 @@ class Brubeck(AwaitingRequests):
                 return
             path, method, declared = request.raw_path, request.method, False
         if stage is not None:
-            if stage == "start":
-                self._upload_started(request)
+            if stage != "done":
+                self._upload_started(request, forged=stage == "forged")
                 return
             try:
                 root = self.settings.get("mongrel2_run_dir") or os.getcwd()
@@ -610,9 +610,11 @@ class Brubeck(AwaitingRequests):
                 "dropped an unknown Mongrel2 notice on %s: %r", message.conn_id, message.body[:80]
             )
 
-    def _upload_started(self, request: Request) -> None:
+    def _upload_started(self, request: Request, forged: bool = False) -> None:
         """Accept an upload (say nothing) or refuse it now (answer, close: Mongrel2 deletes it)."""
         try:
+            if forged:
+                raise HTTPError(400, "X-Mongrel2-Upload-Done is Mongrel2's header, not a client's")
             check_upload_start(self, request)
         except Exception as exc:
             self.respond(request, self.error_response(request, exc))

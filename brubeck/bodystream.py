@@ -140,6 +140,12 @@ class BodyStream:
             self._error = error
             self._wake()
 
+    def close(self) -> None:
+        """Close the file a body that is a file is read from (the response has gone)."""
+        file = self._file
+        if file is not None and not file.closed:
+            file.close()
+
     @property
     def buffered(self) -> int:
         """Bytes that arrived and are not read yet."""

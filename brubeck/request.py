@@ -452,6 +452,7 @@ class Request:
             stream = BodyStream.of_bytes(self._body or b"")
         else:
             stream = BodyStream.of_file(upload.open, upload.size)
+            upload.close_on_discard(stream.close)
         self._stream = stream
         return stream
 
@@ -507,7 +508,9 @@ class Request:
         if ctype == _FORM_TYPE:
             self._check_body_size()
             body = self.body
-            if body.count(b"&") >= limits.max_form_parts:
+            # Fields, not separators: "a=1&" and "a=1&&b=2" hold one and two.
+            pieces = body.split(b"&") if body.count(b"&") >= limits.max_form_parts else ()
+            if len(pieces) - pieces.count(b"") > limits.max_form_parts:
                 raise HTTPError(
                     413,
                     f"the form has more than {limits.max_form_parts} fields "

@@ -77,6 +77,7 @@ class _Spool:
         "early",
         "early_bytes",
         "file",
+        "length",
         "limit",
         "outstanding",
         "path",
@@ -107,6 +108,9 @@ class _Spool:
         self.limit, self.window, self.timeout = limits
         #: bytes written so far: the offset the next piece must start at
         self.received = 0
+        #: the Content-Length the client announced (None: chunked); the pieces must add up to it
+        length = request.raw_headers.get(b"content-length")
+        self.length = decimal(length.strip()) if isinstance(length, bytes) else None
         #: pieces that came before an earlier one, by offset (see ``StreamedUploads._piece``)
         self.early: dict[int, Request] = {}
         self.early_bytes = 0
@@ -333,6 +337,9 @@ class StreamedUploads:
             if not self._write(spool, body):
                 return None
             if STREAM_DONE in piece.raw_headers:
+                if spool.length is not None and spool.received != spool.length:
+                    self._fail(spool, _short(spool))
+                    return None
                 del self._spools[piece.conn_id]
                 spool.close(delete=False)
                 if spool.stream is not None:
@@ -362,6 +369,9 @@ class StreamedUploads:
         spool.received += len(data)
         if spool.received > spool.limit:
             self._fail(spool, HTTPError(413, f"uploads are limited to {spool.limit} bytes"))
+            return False
+        if spool.length is not None and spool.received > spool.length:
+            self._fail(spool, _short(spool))
             return False
         if spool.stream is not None:
             spool.stream.feed(data)
@@ -503,3 +513,12 @@ def _limits(settings: dict[str, Any]) -> tuple[int, int, float]:
     if window < 1 or not timeout > 0:
         raise ValueError("upload_stream_window and upload_stream_timeout must be positive")
     return limit, window, timeout
+
+
+def _short(spool: _Spool) -> HTTPError:
+    """The pieces do not add up to the announced length: never hand the handler such a body."""
+    return HTTPError(
+        400,
+        f"the upload's pieces came to {spool.received} bytes, its Content-Length says "
+        f"{spool.length}",
+    )

@@ -6,9 +6,11 @@ message two is answered; answering message one with an error (and a close) refus
 and Mongrel2 then deletes the file.
 
 Rules of this module: a reported path is resolved inside Mongrel2's run directory (its chroot)
-or refused; a client cannot forge an upload, because Mongrel2's own header would then arrive
-beside the client's as a list, and a real notice always has an empty body for a body the client
-announced; an upload's file is deleted after the response unless the handler kept it.
+or refused; a real notice always has an empty body for a body the client announced; a client's
+own ``X-Mongrel2-Upload-Done`` header (Mongrel2 1.12 passes it on in the start notice, and
+replaces it only in the done notice) refuses the upload with a 400 at once, so that one request
+never gets two answers; an upload's file is deleted after the response unless the handler kept
+it, and a body stream left half read is closed then either way.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -34,14 +37,15 @@ log = logging.getLogger("brubeck.app")
 
 
 def upload_stage(headers: dict[bytes, Any], body: bytes) -> str | None:
-    """``"start"``, ``"done"``, or None when the message is no (genuine) upload notice."""
+    """``"start"``, ``"done"``, ``"forged"`` (a start notice with a done header the client
+    sent), or None when the message is no (genuine) upload notice."""
     start = headers.get(START)
     if start is None or body or not announces_body(headers):
         return None
     done = headers.get(DONE)
     if done is None:
         return "start"
-    return "done"
+    return "done" if done == start else "forged"
 
 
 def announces_body(headers: dict[bytes, Any]) -> bool:
@@ -71,11 +75,13 @@ def resolve_reported_path(root: Path, path: str) -> Path:
 class Upload:
     """The file a request body was streamed into; deleted after the response unless kept."""
 
-    __slots__ = ("_kept", "path")
+    __slots__ = ("_closers", "_kept", "path")
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._kept = False
+        #: what must close before the file goes: a body stream left half read
+        self._closers: list[Callable[[], None]] = []
 
     @property
     def size(self) -> int:
@@ -90,6 +96,7 @@ class Upload:
     def save_as(self, destination: str | os.PathLike[str]) -> Path:
         """Move the file to ``destination`` (it is then yours, and not deleted)."""
         target = Path(shutil.move(str(self.path), os.fspath(destination)))
+        self.path = target  # size, read() and request.body still describe the file
         self._kept = True
         return target
 
@@ -97,7 +104,14 @@ class Upload:
         """Leave the file where it is after the response; deleting it is then up to you."""
         self._kept = True
 
+    def close_on_discard(self, close: Callable[[], None]) -> None:
+        self._closers.append(close)
+
     def discard(self) -> None:
+        """After the response: close what still reads the file, then delete it unless kept."""
+        closers, self._closers = self._closers, []
+        for close in closers:
+            close()
         if not self._kept:
             self.path.unlink(missing_ok=True)
 
