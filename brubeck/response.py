@@ -39,6 +39,14 @@ def check_header(name: str, value: str) -> None:
         raise ValueError(f"invalid HTTP header name {name!r}")
     if value.translate(_FORBIDDEN) != value:
         raise ValueError(f"header {name!r} has CR, LF or NUL in its value {value!r}")
+    if not value.isascii():
+        try:
+            value.encode("latin-1")  # what the response head is written in
+        except UnicodeEncodeError:
+            raise ValueError(
+                f"header {name!r} has characters that are not Latin-1 in its value {value!r}: "
+                "percent-encode them (or, for a file name, use the filename* form)"
+            ) from None
 
 
 class _DateCache:

@@ -34,6 +34,7 @@ from .wsframes import (
     CloseCode,
     FrameError,
     Opcode,
+    as_payload,
     decode_text,
     encode_close,
     encode_frame,
@@ -137,7 +138,11 @@ class WebSocketHandler(MessageHandler):
         Browsers send ``Origin``; refusing foreign ones stops other sites from opening
         sockets with your users' cookies. Clients that send no ``Origin`` are not checked.
         """
-        return urlsplit(origin).netloc.lower() == self.request.host.lower()
+        try:
+            netloc = urlsplit(origin).netloc
+        except ValueError:  # "http://[::1": not a URL, so not this site
+            return False
+        return netloc.lower() == self.request.host.lower()
 
     @classmethod
     def allowed_methods(cls) -> list[str]:
@@ -170,7 +175,7 @@ class WebSocketHandler(MessageHandler):
 
     def ping(self, data: bytes | str = b"") -> None:
         """Send a ping; the client's pong arrives at ``on_pong``."""
-        payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+        payload = data.encode("utf-8") if isinstance(data, str) else as_payload(data)
         if len(payload) > MAX_CONTROL_PAYLOAD:
             raise ValueError(f"a ping carries at most 125 bytes, got {len(payload)}")
         if self._state < _CLOSING:
@@ -324,11 +329,13 @@ class WebSocketHandler(MessageHandler):
             elif opcode == Opcode.PING:
                 if len(body) > MAX_CONTROL_PAYLOAD:  # its pong would be no valid frame
                     raise FrameError(CloseCode.PROTOCOL_ERROR, f"a ping of {len(body)} bytes")
-                if self._state == _OPEN:
+                if self._state < _CLOSING:  # held until the 101 during an async open
                     self._send(encode_frame(Opcode.PONG, body))
-                self._feed(self.on_ping, body)
+                if type(self).on_ping is not WebSocketHandler.on_ping:
+                    self._feed_control(self._pinged, body)
             elif opcode == Opcode.PONG:
-                self._feed(self.on_pong, body)
+                if type(self).on_pong is not WebSocketHandler.on_pong:
+                    self._feed_control(self._ponged, body)
             elif self._state < _CLOSING:  # after our close frame, data is dropped
                 limit = self._max_size()
                 if len(body) > limit:
@@ -343,6 +350,18 @@ class WebSocketHandler(MessageHandler):
             log.info("closing WebSocket %s: %s", self.conn_id.decode(), exc.reason)
             self.close(exc.code, _short(exc.reason))
 
+    def _feed_control(self, callback: Callable[[bytes], Any], body: bytes) -> None:
+        # Pings queue behind a slow on_message like data does: the same bound holds them.
+        if len(self._events) >= self.max_pending_messages:
+            raise FrameError(CloseCode.POLICY_VIOLATION, "too many messages waiting")
+        self._feed(callback, body)
+
+    def _pinged(self, data: bytes) -> Any:
+        return self.on_ping(data) if self._opened else None  # never for a refused handshake
+
+    def _ponged(self, data: bytes) -> Any:
+        return self.on_pong(data) if self._opened else None
+
     def _deliver(self, message: str | bytes) -> Any:
         # A client may send before it saw the 101: its messages wait for open(), and are
         # dropped if the handshake was refused.
@@ -350,6 +369,8 @@ class WebSocketHandler(MessageHandler):
 
     def _close_received(self, payload: bytes) -> None:
         try:
+            if len(payload) > MAX_CONTROL_PAYLOAD:  # as for a ping: no valid frame is longer
+                raise FrameError(CloseCode.PROTOCOL_ERROR, f"a close frame of {len(payload)} bytes")
             code, reason = parse_close(payload)
             answer = b"" if code == CloseCode.NO_STATUS else encode_close(code)
         except FrameError as exc:

@@ -84,6 +84,8 @@ def parse_flags(value: bytes | list[bytes] | None) -> int:
         flags = int(value, 16)
     except ValueError:
         raise FrameError(CloseCode.PROTOCOL_ERROR, f"bad FLAGS header {value!r}") from None
+    if not 0 <= flags <= 0xFF:  # one byte, the frame's first: more is not Mongrel2's
+        raise FrameError(CloseCode.PROTOCOL_ERROR, f"bad FLAGS header {value!r}")
     if flags & 0x70:
         raise FrameError(CloseCode.PROTOCOL_ERROR, "reserved bits set without an extension")
     opcode = flags & 0x0F
@@ -113,7 +115,14 @@ def encode_message(message: str | bytes, binary: bool = False) -> bytes:
     """A whole message as one frame: text for ``str``, binary for ``bytes`` or when asked."""
     if isinstance(message, str):
         return encode_frame(Opcode.BINARY if binary else Opcode.TEXT, message.encode("utf-8"))
-    return encode_frame(Opcode.BINARY, bytes(message))
+    return encode_frame(Opcode.BINARY, as_payload(message))
+
+
+def as_payload(data: object) -> bytes:
+    """Bytes-like data as bytes; anything else is a TypeError (``bytes(5)`` is five NULs)."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return bytes(data)
+    raise TypeError(f"a WebSocket message is str, bytes, dict or list, got {type(data).__name__}")
 
 
 def decode_text(payload: bytes) -> str:

@@ -206,6 +206,8 @@ class WebSocketRegistry:
             if self.ownership is not None:
                 self.ownership.fanout(to, frame)
             return self.send_frame(self._rooms.get(to, ()), frame, exclude)
+        if isinstance(to, (bytes, int, WebSocketHandler)):  # one target (bytes iterate as ints)
+            to = (to,)
         return self.send_frame(to, frame, exclude)
 
     def send_frame(
@@ -218,20 +220,33 @@ class WebSocketRegistry:
         by_sender: dict[bytes | None, list[bytes]] = {}
         count = 0
         epoch = self.app.epoch
+        seen: set[bytes] = set()  # a connection named twice (a handler and its id) gets it once
         for target in list(targets):
             if isinstance(target, WebSocketHandler):
-                if target is exclude or target.request.epoch != epoch:
-                    continue
-                if not target._sendable:
-                    if not target.closed:  # still opening: the frame follows the 101
-                        target._send(frame)
-                        count += 1
-                    continue
-                target._flush()  # what it wrote before goes first
-                by_sender.setdefault(target.request.sender, []).append(target.conn_id)
+                cid = target.conn_id
             else:
                 cid = target if isinstance(target, bytes) else b"%d" % target
-                by_sender.setdefault(None, []).append(cid)
+            if cid in seen:
+                continue
+            seen.add(cid)
+            if not isinstance(target, WebSocketHandler):
+                # An id of a connection of this process is its handler: its order, its close
+                # and its credit window hold for the broadcast too.
+                handler = self._handlers.get(cid)
+                if handler is None:
+                    by_sender.setdefault(None, []).append(cid)
+                    count += 1
+                    continue
+                target = handler
+            if target is exclude or target.request.epoch != epoch:
+                continue
+            if not target._sendable or self.app.credit_window(target.request) is not None:
+                if not target.closed:  # opening (the frame follows the 101), or paced by credits
+                    target._send(frame)
+                    count += 1
+                continue
+            target._flush()  # what it wrote before goes first
+            by_sender.setdefault(target.request.sender, []).append(target.conn_id)
             count += 1
         for sender, ids in by_sender.items():
             conn.deliver(sender, ids, frame)
