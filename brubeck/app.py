@@ -585,7 +585,9 @@ class Brubeck(AwaitingRequests):
             exc = HTTPError(500)
         try:
             handler = self.error_handler(self, request)
-            response = handler.send_error(exc.status, exc.message, exc_info=exc_info)
+            response = handler.send_error(
+                exc.status, exc.message, exc_info=exc_info, headers=exc.headers
+            )
         except Exception:
             # Raised out of here, nothing would answer: the client would wait for Mongrel2.
             log.exception(
@@ -594,7 +596,6 @@ class Brubeck(AwaitingRequests):
                 exc.status,
             )
             return Response(b"500 Internal Server Error\n", 500, content_type="text/plain")
-        response.headers.extend(exc.headers.items())
         return response
 
     def handle_notice(self, message: Any) -> None:

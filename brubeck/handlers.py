@@ -13,7 +13,7 @@ import html
 import logging
 import os
 import sys
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -397,15 +397,29 @@ class MessageHandler:
         return self.render()
 
     def send_error(
-        self, status_code: int = 500, message: str | None = None, exc_info: ExcInfo | None = None
+        self,
+        status_code: int = 500,
+        message: str | None = None,
+        exc_info: ExcInfo | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
     ) -> Response:
-        """Replace whatever was prepared with an error response built by ``write_error``."""
+        """Replace whatever was prepared with an error response built by ``write_error``.
+
+        ``headers`` (an ``HTTPError``'s) are added after it; a ``Content-Type`` among them
+        replaces the page's own. Cookies set before the error are kept; the body, the JSON
+        payload and other headers are not: they were meant for a successful answer.
+        """
         self._headers = [(n, v) for n, v in self._headers if n.lower() == "set-cookie"]
         self._content_type = None
         self._body = []
+        self._payload = None
         self._finished = False
         self.set_status(status_code)
         self.write_error(status_code, exc_info=exc_info, message=message)
+        if headers:
+            for name, value in headers.items():
+                self.add_header(name, value)
         return self.render()
 
     def write_error(
@@ -642,10 +656,7 @@ class MessageHandler:
             return ALREADY_SENT
         try:
             if isinstance(exc, HTTPError):
-                response = self.send_error(exc.status, exc.message)
-                for name, value in exc.headers.items():
-                    response.headers.append((name, value))
-                return response
+                return self.send_error(exc.status, exc.message, headers=exc.headers)
             log.error(
                 "uncaught exception in %s for %r", type(self).__name__, self.message, exc_info=exc
             )

@@ -23,7 +23,17 @@ def load_jinja2_env(template_dir: str, **options: Any) -> Any:
         import jinja2
     except ImportError:
         raise _missing("Jinja2", "jinja2") from None
-    options.setdefault("autoescape", jinja2.select_autoescape(["html", "htm", "xml"]))
+    # Every template escapes unless its name says it is not markup: ``render_template`` sends
+    # text/html whatever the extension (``page.html.j2``, ``.jinja``, ``.xhtml``…).
+    options.setdefault(
+        "autoescape",
+        jinja2.select_autoescape(
+            enabled_extensions=(),
+            disabled_extensions=("txt", "text", "md", "csv", "json"),
+            default_for_string=True,
+            default=True,
+        ),
+    )
     return jinja2.Environment(loader=jinja2.FileSystemLoader(template_dir), **options)
 
 
