@@ -9,7 +9,6 @@ percent-decoding; malformed input raises ``HTTPError(400)`` with the reason, and
 from __future__ import annotations
 
 import contextlib
-import math
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from .bodystream import BodyStream
 from .conditional import is_fresh, preconditions_hold
 from .cookies import parse_cookies
 from .errors import HTTPError
+from .jsonchecks import has_non_finite
 from .multipart import Fields, Files, UploadedFile, parse_boundary, parse_multipart
 from .protocol import HeaderValue, Message
 
@@ -574,9 +574,7 @@ class Request:
                 )
             # ujson also reads NaN and Infinity, and 1e999 as infinity: not JSON (RFC 8259),
             # and a number no JSON encoder can send back.
-            if (b"NaN" in body or b"Infinity" in body or _HUGE_NUMBER.search(body)) and (
-                _non_finite(value)
-            ):
+            if has_non_finite(body, value):
                 raise HTTPError(
                     400, "malformed JSON body: NaN, Infinity or a number too large for a float"
                 )
@@ -585,26 +583,6 @@ class Request:
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.raw_path!r} conn={self.conn_id!r}>"
-
-
-#: A number whose float may overflow: an exponent of three digits or more, or 300 digits.
-_HUGE_NUMBER = re.compile(rb"[eE]\+?\d{3}|\d{300}")
-
-
-def _non_finite(value: Any) -> bool:
-    """Whether a decoded JSON document holds a NaN or an infinity."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        kind = type(item)
-        if kind is float:
-            if not math.isfinite(item):
-                return True
-        elif kind is dict:
-            stack.extend(item.values())
-        elif kind is list:
-            stack.extend(item)
-    return False
 
 
 def _lone_surrogate(value: Any) -> bool:

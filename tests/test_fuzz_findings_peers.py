@@ -74,13 +74,13 @@ def socketless_broker(**options: Any) -> tuple[Broker, _Wire]:
     return broker, wire
 
 
-def test_a_worker_ready_for_a_service_name_that_is_not_utf8_is_registered() -> None:
-    """READY for service b"\\xff" raised UnicodeDecodeError out of the broker's receive path."""
+def test_a_worker_ready_for_a_service_name_that_is_not_utf8_is_refused_not_raised() -> None:
+    """READY for service b"\\xff" raised UnicodeDecodeError out of the broker's receive path.
+    No client can name such a service, so the worker is now told to disconnect."""
     broker, wire = socketless_broker()
     broker._handle([b"w1", b"", mdp.WORKER, mdp.READY, b"\xff"], 0.0)
-    assert len(broker._workers) == 1
-    broker._handle([b"c1", b"", mdp.CLIENT, b"\xff", b"job"], 0.0)
-    assert wire.sent == [[b"w1", b"", mdp.WORKER, mdp.REQUEST, (1).to_bytes(8, "big"), b"", b"job"]]
+    assert len(broker._workers) == 0
+    assert wire.sent == [[b"w1", b"", mdp.WORKER, mdp.DISCONNECT]]
 
 
 def test_a_queued_request_for_a_service_name_that_is_not_utf8_expires_quietly() -> None:

@@ -576,7 +576,15 @@ def test_reverse_url_keeps_the_characters_a_path_segment_may_hold() -> None:
 
 @pytest.mark.parametrize(
     "body",
-    [b"NaN", b"[Infinity]", b'{"a": -Infinity}', b"1e999", b"[-1E+400]", b"1" * 400 + b".0"],
+    [
+        b"NaN",
+        b"[Infinity]",
+        b'{"a": -Infinity}',
+        b"1e999",
+        b"[-1E+400]",
+        b"1" * 400 + b".0",
+        b"1" + b"0" * 250 + b"e99",  # 251 digits and a two-digit exponent: still infinity
+    ],
 )
 def test_json_that_is_not_json_numbers_is_a_400(body: bytes) -> None:
     """ujson reads NaN and Infinity, and turns an overflowing number into infinity: none is

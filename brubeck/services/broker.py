@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -92,8 +93,13 @@ class Broker:
         max_redeliveries: int = 2,
         context: zmq.asyncio.Context | None = None,
     ) -> None:
-        if heartbeat <= 0 or liveness < 1:
-            raise ValueError(f"need heartbeat > 0 and liveness >= 1, got {heartbeat}, {liveness}")
+        if not (0 < heartbeat < math.inf and liveness >= 1):  # NaN fails every comparison
+            raise ValueError(
+                f"need heartbeat > 0 and liveness >= 1, got {heartbeat}, {liveness}: the "
+                f"heartbeat is a finite number of seconds"
+            )
+        if not queue_timeout >= 0:
+            raise ValueError(f"need queue_timeout >= 0 (seconds), got {queue_timeout}")
         self.address = address
         self.heartbeat = heartbeat
         self.liveness = liveness
@@ -323,8 +329,8 @@ class Broker:
         if command == mdp.READY:
             if worker is not None:
                 self._reject(worker, now, "sent READY twice")
-            elif message.service.startswith(b"mmi."):
-                log.warning("refused a worker for %r: mmi.* is reserved", message.service)
+            elif (why := _unservable(message.service)) is not None:
+                log.warning("refused a worker for %r: %s", _shown(message.service), why)
                 self._send(mdp.to_worker(identity, mdp.DISCONNECT))
             else:
                 self._register(identity, message.service, now)
@@ -406,6 +412,16 @@ class Broker:
                 self._dispatch(service, now)
             if not service.workers and not service.requests:
                 del self._services[name]
+
+
+def _unservable(name: bytes) -> str | None:
+    """Why no worker may register for ``name``, or ``None``: a name no client can ask for
+    (it would be registered, and counted, for nothing), or ``mmi.*``, which the broker answers."""
+    try:
+        mdp.service_name(name)
+    except ValueError as exc:
+        return str(exc)
+    return "mmi.* is reserved" if name.startswith(b"mmi.") else None
 
 
 def _shown(name: bytes) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 from typing import Any
 
 import zmq
@@ -50,8 +51,7 @@ class ServiceClient:
         retries: int = 2,
         context: zmq.asyncio.Context | None = None,
     ) -> None:
-        if timeout <= 0 or retries < 0:
-            raise ValueError(f"need timeout > 0 and retries >= 0, got {timeout}, {retries}")
+        _check_settings(timeout, retries)
         self.address = address
         self.timeout = timeout
         self.retries = retries
@@ -141,9 +141,11 @@ class ServiceClient:
     async def _call(
         self, service: bytes, body: list[bytes], timeout: float | None, retries: int | None
     ) -> list[bytes]:
-        loop = self._open()
         timeout = self.timeout if timeout is None else timeout
-        attempts = 1 + (self.retries if retries is None else retries)
+        retries = self.retries if retries is None else retries
+        _check_settings(timeout, retries)
+        loop = self._open()
+        attempts = 1 + retries
         request_id = next(self._ids).to_bytes(8, "big")
         frames = mdp.client_request(service, body, request_id)
         future: asyncio.Future[list[bytes]] = loop.create_future()
@@ -195,3 +197,13 @@ class ServiceClient:
             self.late_replies += 1
         else:
             entry[1].set_result(reply.body)
+
+
+def _check_settings(timeout: float, retries: int) -> None:
+    """Refuse a timeout or retries that would make a call give up at once, wait forever, or
+    try zero times; the same rules for the constructor's defaults and one call's values."""
+    if not (0 < timeout < math.inf and retries >= 0):  # NaN fails every comparison
+        raise ValueError(
+            f"need timeout > 0 and retries >= 0, got {timeout}, {retries}: the timeout is a "
+            f"finite number of seconds, the retries a count of resends"
+        )

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
@@ -27,7 +28,7 @@ from zmq.utils.monitor import parse_monitor_message
 from ..loops import run_until_signal
 from .errors import PayloadError, ServiceUnavailable
 from .payload import decode, encode
-from .running import Handler, call_handler
+from .running import Handler, being_cancelled, call_handler
 from .sockets import bind_or_connect
 
 log = logging.getLogger("brubeck.services.jobs")
@@ -56,8 +57,11 @@ class JobQueue:
         timeout: float = 5.0,
         context: zmq.asyncio.Context | None = None,
     ) -> None:
-        if hwm < 1 or timeout < 0:
-            raise ValueError(f"need hwm >= 1 and timeout >= 0, got {hwm}, {timeout}")
+        if not (hwm >= 1 and 0 <= timeout < math.inf):  # NaN fails every comparison
+            raise ValueError(
+                f"need hwm >= 1 and timeout >= 0, got {hwm}, {timeout}: the timeout is a finite "
+                f"number of seconds"
+            )
         self.address = address
         self.bind = bind
         self.hwm = hwm
@@ -210,8 +214,11 @@ class JobWorker:
         shutdown_timeout: float = 10.0,
         context: zmq.asyncio.Context | None = None,
     ) -> None:
-        if concurrency < 1:
-            raise ValueError(f"need concurrency >= 1, got {concurrency}")
+        if not (concurrency >= 1 and shutdown_timeout >= 0):  # NaN fails every comparison
+            raise ValueError(
+                f"need concurrency >= 1 and shutdown_timeout >= 0, got {concurrency}, "
+                f"{shutdown_timeout}"
+            )
         self.address = address
         self.bind = bind
         self.concurrency = concurrency
@@ -311,6 +318,11 @@ class JobWorker:
             return
         try:
             await call_handler(self.handle, payload)
+        except asyncio.CancelledError:
+            if being_cancelled():  # stop() ran out of time for this job
+                raise
+            self.failed += 1  # not a stop: the handler awaited something cancelled under it
+            log.exception("a job failed: its handler ended in CancelledError")
         except Exception:
             self.failed += 1
             log.exception("a job failed")

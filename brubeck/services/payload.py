@@ -5,7 +5,9 @@ Rules of this module:
   ``text`` (UTF-8), ``json`` (a UTF-8 JSON document), or in a reply only ``error`` (UTF-8 text
   from a worker whose handler failed);
 - a lone frame with no tag is accepted as bytes, so the simplest foreign program may send one;
-- ``str`` is text, ``bytes``-like is bytes, anything else must be JSON-able; nothing is pickled.
+- ``str`` is text, ``bytes``-like is bytes, anything else must be JSON-able; nothing is pickled;
+- what ``encode`` sends, ``decode`` reads back: JSON has no NaN or infinities either way, and
+  nests at most ``MAX_DEPTH`` containers deep (ujson writes one more than it reads back).
 """
 
 from __future__ import annotations
@@ -15,12 +17,15 @@ from typing import Any
 
 import ujson
 
+from ..jsonchecks import has_non_finite
 from .errors import PayloadError
 
 BYTES = b"bytes"
 TEXT = b"text"
 JSON = b"json"
 ERROR = b"error"
+#: The deepest JSON ujson's decoder reads back (its encoder writes one level more).
+MAX_DEPTH = 1024
 
 
 def encode(value: Any) -> list[bytes]:
@@ -44,6 +49,12 @@ def encode(value: Any) -> list[bytes]:
             f"a payload is bytes, str or a JSON-able value; this {type(value).__name__} is "
             f"not ({exc})"
         ) from None
+    # Only a document with that many brackets can be that deep: most pay two counts.
+    if data.count("[") + data.count("{") > MAX_DEPTH and _depth(value) > MAX_DEPTH:
+        raise TypeError(
+            f"a JSON payload nests at most {MAX_DEPTH} lists and dicts deep: "
+            "the receiving side could not read it back"
+        )
     return [JSON, data.encode()]
 
 
@@ -65,12 +76,35 @@ def decode(frames: Sequence[bytes]) -> Any:
         if tag == TEXT:
             return bytes(data).decode()
         if tag == JSON:
-            return ujson.loads(data)
+            return _loads(bytes(data))
     except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise PayloadError(f"a {tag.decode()} payload that does not decode: {exc}") from None
     raise PayloadError(
         f"unknown payload encoding {bytes(tag[:32])!r}: expected b'bytes', b'text' or b'json'"
     )
+
+
+def _loads(data: bytes) -> Any:
+    """A JSON document as ``encode`` writes them: finite numbers only."""
+    value = ujson.loads(data)
+    if has_non_finite(data, value):
+        raise ValueError("NaN, Infinity or a number too large for a float is not JSON")
+    return value
+
+
+def _depth(value: Any) -> int:
+    """How many lists and dicts deep a value nests (walked without recursion)."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            item = item.values()
+        elif not isinstance(item, list | tuple):
+            continue
+        deepest = max(deepest, level)
+        stack.extend((child, level + 1) for child in item)
+    return deepest
 
 
 def error_message(frames: Sequence[bytes]) -> str | None:

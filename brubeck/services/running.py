@@ -1,5 +1,6 @@
-"""What the workers share: calling a user's handler. (Running until a signal, which the
-broker shares too, is ``brubeck.loops.run_until_signal``, the same as the app's.)"""
+"""What the workers share: calling a user's handler, and telling its failures apart from
+being stopped. (Running until a signal, which the broker shares too, is
+``brubeck.loops.run_until_signal``, the same as the app's.)"""
 
 from __future__ import annotations
 
@@ -19,3 +20,21 @@ async def call_handler(func: Handler, payload: Any) -> Any:
     if inspect.isawaitable(result):
         result = await result
     return result
+
+
+def being_cancelled() -> bool:
+    """Whether the running task is being cancelled. When it is not, a ``CancelledError`` from a
+    handler means the handler failed (it awaited something cancelled under it), not "stop"."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+def describe(exc: BaseException) -> str:
+    """``"Type: message"`` for an error reply or log line; only the type when ``str(exc)``
+    raises, so that reporting a failure cannot fail in turn."""
+    name = type(exc).__name__
+    try:
+        message = str(exc)
+    except Exception:
+        return f"{name} (its message could not be made)"
+    return f"{name}: {message}" if message else name

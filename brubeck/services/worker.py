@@ -8,7 +8,9 @@ Rules of this module:
 - a link that hears nothing from the broker for ``liveness`` heartbeats, or is told
   DISCONNECT, closes its socket and registers again on a new one after ``reconnect`` seconds;
   a request it was working on is abandoned, since the broker gives it to another worker;
-- a handler that raises answers with an ``error`` payload (the client raises ``RemoteError``);
+- a handler that raises answers with an ``error`` payload (the client raises ``RemoteError``),
+  also when it ends in ``CancelledError`` that is not the link abandoning the request: the
+  broker keeps a request held by a live worker until that worker replies;
 - ``stop()`` lets the requests in progress finish (up to ``shutdown_timeout``), sends their
   replies, then DISCONNECT.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -28,7 +31,7 @@ from ..loops import run_until_signal
 from . import mdp
 from .errors import PayloadError
 from .payload import decode, encode, encode_error
-from .running import Handler, call_handler
+from .running import Handler, being_cancelled, call_handler, describe
 from .sockets import LoopSocket
 
 log = logging.getLogger("brubeck.services.worker")
@@ -65,8 +68,16 @@ class ServiceWorker:
         shutdown_timeout: float = 10.0,
         context: zmq.asyncio.Context | None = None,
     ) -> None:
-        if heartbeat <= 0 or liveness < 1 or concurrency < 1:
-            raise ValueError("need heartbeat > 0, liveness >= 1 and concurrency >= 1")
+        if not (0 < heartbeat < math.inf and liveness >= 1 and concurrency >= 1):
+            raise ValueError(
+                f"need heartbeat > 0, liveness >= 1 and concurrency >= 1, got {heartbeat}, "
+                f"{liveness}, {concurrency}: the heartbeat is a finite number of seconds"
+            )
+        if not (reconnect >= 0 and shutdown_timeout >= 0):  # NaN fails every comparison
+            raise ValueError(
+                f"need reconnect >= 0 and shutdown_timeout >= 0 (seconds), got {reconnect}, "
+                f"{shutdown_timeout}"
+            )
         self.address = address
         self.service = service
         self.heartbeat = heartbeat
@@ -172,11 +183,10 @@ class ServiceWorker:
             link.sent = loop.time()
 
         def answered(job: asyncio.Task[list[bytes]]) -> None:
-            if link.job is job:  # not abandoned
+            if link.job is job:  # not abandoned: the broker holds the request until we reply
                 link.job = None
-                if not job.cancelled():
-                    send(mdp.reply(link.address, job.result()))
-                    self.handled += 1
+                send(mdp.reply(link.address, self._reply_of(job)))
+                self.handled += 1
                 if stopping.is_set():
                     link.wake.set()
 
@@ -241,14 +251,31 @@ class ServiceWorker:
             return encode_error(f"PayloadError: {exc}")
         try:
             result = await call_handler(self.handle, payload)
+        except asyncio.CancelledError:
+            if being_cancelled():  # the link abandons this request: no reply
+                raise
+            log.exception("the %r handler ended in CancelledError", self.service)
+            return encode_error("CancelledError: the handler awaited something that was cancelled")
         except Exception as exc:
             log.exception("the %r handler failed", self.service)
-            return encode_error(f"{type(exc).__name__}: {exc}")
+            return encode_error(describe(exc))
         try:
             return encode(result)
         except (TypeError, ValueError) as exc:  # ValueError: a lone surrogate, from JSON's \ud800
             log.error("the %r handler returned what cannot be sent: %s", self.service, exc)
-            return encode_error(f"{type(exc).__name__}: {exc}")
+            return encode_error(describe(exc))
+
+    def _reply_of(self, job: asyncio.Task[list[bytes]]) -> list[bytes]:
+        """The reply frames a finished job made; an error reply when the job itself failed or
+        was cancelled by someone else, since a live worker must answer every request."""
+        if job.cancelled():
+            why = "CancelledError: the request was cancelled"
+        elif (exc := job.exception()) is not None:
+            why = describe(exc)
+        else:
+            return job.result()
+        log.error("answering a %r request failed: %s", self.service, why)
+        return encode_error(why)
 
 
 class _Link:
