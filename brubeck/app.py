@@ -526,7 +526,13 @@ class Brubeck(AwaitingRequests):
         if window is None:
             conn.send_raw(format_reply(sender, cid, data))
         else:
-            window.send(lambda piece: conn.send_raw(format_reply(sender, cid, piece)), data)
+            epoch = self.epoch
+
+            def send(piece: bytes) -> None:
+                if self.epoch == epoch:  # a later Mongrel2 gives this id to another client
+                    conn.send_raw(format_reply(sender, cid, piece))
+
+            window.send(send, data)
 
     @property
     def compresses(self) -> bool:
@@ -618,9 +624,11 @@ class Brubeck(AwaitingRequests):
                 raise HTTPError(400, "X-Mongrel2-Upload-Done is Mongrel2's header, not a client's")
             check_upload_start(self, request)
         except Exception as exc:
-            self.respond(request, self.error_response(request, exc))
-            assert self.msg_conn is not None
-            self.msg_conn.close_connection(request)
+            # The close is what makes Mongrel2 drop the upload; it goes with the answer, which
+            # waits behind the answers to earlier pipelined requests on the connection.
+            request.raw_headers[b"connection"] = b"close"
+            request._headers = None  # read again, with the close
+            self._order.deliver(request, self.error_response(request, exc))
 
     def connection_closed(self, conn_id: bytes) -> None:
         """The client is gone: tell its handlers (``on_connection_close``), then cancel them."""
@@ -633,9 +641,12 @@ class Brubeck(AwaitingRequests):
         for request in self._order.forget(conn_id):  # answered, but queued behind another
             if request.upload is not None:
                 request.upload.discard()
-        self._windows.pop(conn_id, None)
+        self._windows.close(conn_id)
         for task, handler in self._inflight.pop_connection(conn_id):
             if handler is not None:
+                stream = handler._stream
+                if stream is not None:  # its pace timer would still send what it holds
+                    stream.drop()
                 try:
                     pending = handler.on_connection_close()
                 except Exception:
@@ -659,7 +670,7 @@ class Brubeck(AwaitingRequests):
         uploads = self._streams.close_all()
         for conn_id in {*self._inflight.conn_ids(), *self._order.queues}:
             self._forget_connection(conn_id)
-        self._windows.clear()
+        self._windows.close_all()
         self._timed_out.clear()  # cancelled by this, not by their timeout: no 504
         log.warning(
             "Mongrel2 went away (stopped or restarted): dropped %d requests in progress, "

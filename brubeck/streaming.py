@@ -49,7 +49,7 @@ CREDIT_STALL = 5.0
 class CreditWindow:
     """Mirror of one connection's unwritten bytes in Mongrel2, under download flow control."""
 
-    __slots__ = ("_changed", "_drainer", "_queue", "limit", "pending")
+    __slots__ = ("_changed", "_closed", "_drainer", "_queue", "limit", "pending")
 
     def __init__(self, limit: int = MAX_CREDITS) -> None:
         self.limit = limit
@@ -57,9 +57,12 @@ class CreditWindow:
         self._queue: deque[tuple[Callable[[bytes], None], bytes]] = deque()
         self._changed: asyncio.Event | None = None
         self._drainer: asyncio.Task[None] | None = None
+        self._closed = False
 
     def send(self, send: Callable[[bytes], None], data: bytes) -> None:
         """Send now if it fits and nothing waits before it; else queue it, in order."""
+        if self._closed:  # the connection is gone: its queue went with it
+            return
         if not self._queue and self.pending + len(data) <= self.limit:
             self.pending += len(data)
             send(data)
@@ -67,6 +70,14 @@ class CreditWindow:
         self._queue.append((send, data))
         if self._drainer is None or self._drainer.done():
             self._drainer = asyncio.get_running_loop().create_task(self._drain())
+
+    def close(self) -> None:
+        """The connection is gone (or its Mongrel2): drop what waits, and let the drainer end,
+        so that no byte of it reaches a connection that later has the same id."""
+        self._closed = True
+        self._queue.clear()
+        if self._changed is not None:
+            self._changed.set()  # the drainer wakes, finds the queue empty and returns
 
     def credit(self, amount: int) -> None:
         self.pending = max(0, self.pending - amount)
@@ -125,8 +136,19 @@ class CreditWindows(dict[bytes, CreditWindow]):
         credits = decimal(announced)
         if credits is not None:
             if len(self) >= self.limit:
-                self.pop(next(iter(self)))
+                self.pop(next(iter(self))).close()
             self[conn_id] = CreditWindow(credits)
+
+    def close(self, conn_id: bytes) -> None:
+        """The connection is gone: forget its window and drop what it still holds."""
+        window = self.pop(conn_id, None)
+        if window is not None:
+            window.close()
+
+    def close_all(self) -> None:
+        for window in self.values():
+            window.close()
+        self.clear()
 
     def credit(self, conn_id: bytes, amount: Any) -> None:
         """A credits notice: Mongrel2 wrote that many more bytes to the client."""
@@ -277,6 +299,15 @@ class ResponseStream:
         self.finished = True
         if self.close:
             self._send(b"")
+
+    def drop(self) -> None:
+        """The client is gone: send nothing more, not even a close (nobody would read it)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._buffer = []
+        self._gzip = None
+        self.finished = True
 
     def abort(self) -> None:
         """End a stream that cannot finish properly: close, so the client sees it truncated."""

@@ -3,7 +3,10 @@
 Why: Mongrel2 takes one reply for up to 128 connections at once, so releasing a thousand
 waiting clients costs eight messages, not a thousand. Rules: a parked request's handler task
 stays alive (it is what holds the request's place among pipelined answers, and what a
-disconnect cancels); release encodes the response once per HTTP framing and wakes the tasks.
+disconnect cancels); release encodes the response once per HTTP framing and wakes the tasks;
+a request that cannot take the shared message (an earlier pipelined answer is still pending,
+or its connection runs download flow control) gets the response from its own ``wait``, so it
+goes out in order and within its credits; two pipelined requests of one connection both wait.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ class WaitingRoom:
 
     def __init__(self, app: Any) -> None:
         self._app = app
-        self._waiting: dict[bytes, tuple[Any, asyncio.Future[None]]] = {}
+        #: by request, not connection id: pipelined requests of one connection may both wait
+        self._waiting: dict[Any, asyncio.Future[Response | None]] = {}
 
     async def wait(
         self, request: Any, timeout: float | None = None, on_timeout: Response | None = None
@@ -31,26 +35,37 @@ class WaitingRoom:
 
         On timeout the request gets ``on_timeout`` (by default an empty 204).
         """
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting[request.conn_id] = (request, future)
+        future: asyncio.Future[Response | None] = asyncio.get_running_loop().create_future()
+        self._waiting[request] = future
         try:
-            await asyncio.wait_for(future, timeout)
+            answer = await asyncio.wait_for(future, timeout)
         except TimeoutError:
             return on_timeout if on_timeout is not None else Response(b"", 204)
         finally:
-            entry = self._waiting.get(request.conn_id)
-            if entry is not None and entry[1] is future:
-                del self._waiting[request.conn_id]
-        return ALREADY_SENT
+            if self._waiting.get(request) is future:
+                del self._waiting[request]
+        return ALREADY_SENT if answer is None else answer
 
     def release(self, response: Response) -> int:
         """Send ``response`` to every waiting request at once; returns how many got it."""
-        entries = list(self._waiting.values())
+        app = self._app
+        entries = list(self._waiting.items())
         self._waiting.clear()
-        count = self._app.deliver([request for request, _ in entries], response)
-        for _, future in entries:
-            if not future.done():
-                future.set_result(None)
+        shared = [
+            request
+            for request, _ in entries
+            if app.may_stream(request) and app.credit_window(request) is None
+        ]
+        count = app.deliver(shared, response)
+        sent = set(map(id, shared))
+        for request, future in entries:
+            if future.done():
+                continue
+            if id(request) in sent:
+                future.set_result(None)  # answered by the shared message
+            else:  # answered by its handler, in its turn and within its credits
+                future.set_result(response)
+                count += request.epoch == app.epoch
         return count
 
     def __len__(self) -> int:
