@@ -3,10 +3,13 @@
 Quoted from the verified captures of the protocol notes (§A2, §A3, §B5, §B7), where Mongrel2
 was driven by curl and the python ``websockets`` client. The upload pair is the one capture
 that was abridged (§B8): it is rebuilt from the POST capture with the elided keys filled in,
-and its tnetstring lengths (353 and 401) are the ones Mongrel2 printed.
+and its tnetstring lengths (353 and 401) are the ones Mongrel2 printed. ``drain`` reads back
+what an app sent to a connection through ``TestClient``.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 SENDER = b"54c6755b-9628-40a4-9a2d-cc82a816345e"
 
@@ -112,3 +115,33 @@ def with_conn_id(raw: bytes, conn_id: int) -> bytes:
     """The same message as if it came from another connection."""
     sender, _, rest = raw.partition(b" ")
     return b"%s %d %s" % (sender, conn_id, rest.partition(b" ")[2])
+
+
+async def drain(client: Any, conn_id: int, wait: float = 0.2) -> list[bytes]:
+    """Every message a ``TestClient``'s app sent to ``conn_id`` until none comes for ``wait``
+    seconds (the client's own timeout is put back after)."""
+    got: list[bytes] = []
+    saved, client.timeout = client.timeout, wait
+    try:
+        while True:
+            got.append(await client.receive(conn_id))
+    except TimeoutError:
+        return got
+    finally:
+        client.timeout = saved
+
+
+class RecordingConnection:
+    """Stands in for ``Mongrel2Connection`` in ``app.msg_conn``: records what the app sends
+    (a close as ``b""``)."""
+
+    sender_id = None
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def send_raw(self, data: bytes) -> None:
+        self.sent.append(data)
+
+    def close_connection(self, request: Any) -> None:
+        self.sent.append(b"")

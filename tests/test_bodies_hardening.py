@@ -19,6 +19,7 @@ from brubeck import Brubeck, WebMessageHandler
 from brubeck.errors import HTTPError
 from brubeck.multipart import encode_multipart, parse_boundary, parse_multipart
 from brubeck.testing import TestClient, TestResponse
+from tests import fixtures
 from tests.upload_stream_support import (
     answer,
     credits,
@@ -383,17 +384,7 @@ def stored_app(run_dir: Path, **settings: Any) -> Brubeck:
     )
 
 
-async def replies(client: TestClient, conn_id: int, wait: float = 0.2) -> list[bytes]:
-    """Everything the app sent to ``conn_id`` within ``wait`` seconds."""
-    saved, client.timeout = client.timeout, wait
-    got = []
-    try:
-        while True:
-            got.append(await client.receive(conn_id))
-    except TimeoutError:
-        return got
-    finally:
-        client.timeout = saved
+replies = fixtures.drain  # everything the app sent to a connection within ``wait`` seconds
 
 
 async def test_a_forged_upload_done_header_does_not_get_two_answers(tmp_path: Path) -> None:

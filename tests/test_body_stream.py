@@ -27,6 +27,7 @@ from brubeck import Brubeck, HTTPError, WebMessageHandler, streamed_uploads
 from brubeck.bodystream import PIECE_SIZE, BodyStream
 from brubeck.request import Request
 from brubeck.testing import TestClient, TestResponse
+from tests import fixtures
 from tests.upload_stream_support import (
     CANCEL_AFTER,
     answer,
@@ -266,15 +267,7 @@ async def arrived(client: TestClient, conn_id: int, wait: float = 0.05) -> list[
     """What else came for ``conn_id``: messages are handled in order, so what the app sent
     before it answered a later ping is here by now (and a cancel due soon after it, too)."""
     assert (await client.get("/ping")).text == "pong"
-    saved, client.timeout = client.timeout, wait
-    got = []
-    try:
-        while True:
-            got.append(await client.receive(conn_id))
-    except TimeoutError:
-        return got
-    finally:
-        client.timeout = saved
+    return await fixtures.drain(client, conn_id, wait)
 
 
 async def nothing_more(client: TestClient, conn_id: int) -> bool:

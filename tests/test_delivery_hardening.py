@@ -19,6 +19,7 @@ from brubeck import Brubeck, Response, WebMessageHandler
 from brubeck.streaming import BURST, format_event
 from brubeck.testing import TestClient, TestResponse
 from brubeck.waiting import WaitingRoom
+from tests import fixtures
 from tests.test_app_edges import dechunk, quiet, read_stream, until, with_m2_headers
 
 # Helpers
@@ -36,17 +37,7 @@ def notice(client: TestClient, conn_id: int, kind: str, **headers: bytes) -> byt
     )
 
 
-async def everything(client: TestClient, conn_id: int, wait: float = 0.2) -> list[bytes]:
-    """Every message sent to ``conn_id`` until none comes for ``wait`` seconds."""
-    got: list[bytes] = []
-    saved, client.timeout = client.timeout, wait
-    try:
-        while True:
-            got.append(await client.receive(conn_id))
-    except TimeoutError:
-        return got
-    finally:
-        client.timeout = saved
+everything = fixtures.drain  # every message to a connection until none comes for ``wait``
 
 
 def sse_parse(stream: bytes) -> list[dict[str, str]]:

@@ -29,6 +29,7 @@ from brubeck.files import (
     plan_file,
 )
 from brubeck.testing import TestClient, TestResponse
+from tests import fixtures
 
 SMALL = b"hello file\n"
 BIG = os.urandom(1_500_000)  # above INLINE_LIMIT: streamed in pieces
@@ -987,15 +988,7 @@ def notice(sender: bytes, conn_id: int, kind: str, **headers: bytes) -> bytes:
 
 async def take_available(client: TestClient, conn_id: int, wait: float = 0.05) -> list[bytes]:
     """Every message for ``conn_id`` that arrives before ``wait`` seconds of quiet."""
-    pieces: list[bytes] = []
-    saved, client.timeout = client.timeout, wait
-    try:
-        while True:
-            pieces.append(await client.receive(conn_id))
-    except TimeoutError:
-        return pieces
-    finally:
-        client.timeout = saved
+    return await fixtures.drain(client, conn_id, wait)
 
 
 async def test_a_large_file_stays_within_the_credit_window(tree: Path) -> None:

@@ -12,6 +12,7 @@ from brubeck.app import Brubeck
 from brubeck.handlers import WebMessageHandler
 from brubeck.protocol import Message, ProtocolError, parse_fields
 from brubeck.request import Request
+from tests import fixtures
 
 
 @pytest.mark.parametrize(
@@ -28,29 +29,14 @@ def test_non_ascii_byte_in_a_tnetstring_integer_is_a_protocol_error(raw: bytes) 
         parse_fields(raw)
 
 
-class _Sent:
-    """Stands in for Mongrel2Connection: records what the app sends."""
-
-    sender_id = None
-
-    def __init__(self) -> None:
-        self.sent: list[bytes] = []
-
-    def send_raw(self, data: bytes) -> None:
-        self.sent.append(data)
-
-    def close_connection(self, request: Request) -> None:
-        self.sent.append(b"")
-
-
-def _upload_app(run_dir: Path) -> tuple[Brubeck, _Sent]:
+def _upload_app(run_dir: Path) -> tuple[Brubeck, fixtures.RecordingConnection]:
     app = Brubeck(mongrel2_run_dir=str(run_dir))
 
     @app.add_route(r"^/upload$", method="POST")
     def upload(application: Brubeck, request: Request) -> str:
         return f"{len(request.body)} bytes"
 
-    conn = _Sent()
+    conn = fixtures.RecordingConnection()
     app.msg_conn = conn  # type: ignore[assignment]
     return app, conn
 
@@ -104,7 +90,7 @@ def test_json_body_with_a_lone_surrogate_is_a_400_not_a_500_when_echoed(body: by
     def echo(application: Brubeck, request: Request) -> Any:
         return request.json
 
-    conn = _Sent()
+    conn = fixtures.RecordingConnection()
     app.msg_conn = conn  # type: ignore[assignment]
     headers = {
         b"METHOD": b"POST",
@@ -134,7 +120,7 @@ def test_signed_cookie_with_a_non_ascii_signature_reads_as_missing() -> None:
             return repr(self.get_cookie("user", "nobody", secret="a-secret-of-16-bytes-or-more"))
 
     app = Brubeck(handler_tuples=[(r"^/me$", Whoami)])
-    conn = _Sent()
+    conn = fixtures.RecordingConnection()
     app.msg_conn = conn  # type: ignore[assignment]
     headers = {b"METHOD": b"GET", b"VERSION": b"HTTP/1.1", b"cookie": b"user=1.e30.\xe9"}
     app.handle_message(b"S 4 /me " + tnetstring.dumps(headers) + b"0:,")
@@ -167,7 +153,7 @@ def test_delete_cookies_skips_names_no_set_cookie_can_carry(cookie: bytes) -> No
             return "bye"
 
     app = Brubeck(handler_tuples=[(r"^/logout$", Logout)])
-    conn = _Sent()
+    conn = fixtures.RecordingConnection()
     app.msg_conn = conn  # type: ignore[assignment]
     headers = {b"METHOD": b"GET", b"VERSION": b"HTTP/1.1", b"cookie": cookie}
     app.handle_message(b"S 5 /logout " + tnetstring.dumps(headers) + b"0:,")
@@ -202,7 +188,7 @@ def test_header_values_that_are_not_strings_still_get_an_answer(forged: dict[byt
     def page(application: Brubeck, request: Request) -> str:
         return "ok"
 
-    conn = _Sent()
+    conn = fixtures.RecordingConnection()
     app.msg_conn = conn  # type: ignore[assignment]
     m2 = {b"METHOD": b"GET", b"VERSION": b"HTTP/1.1", b"PATH": b"/x", b"URI": b"/x"}
     app.handle_message(b"S 9 /x " + tnetstring.dumps({**m2, **forged}) + b"0:,")

@@ -16,21 +16,7 @@ import tnetstring
 from brubeck import HTTPError, JSONMessageHandler, WebMessageHandler
 from brubeck.app import Brubeck
 from brubeck.request import Request
-
-
-class _Wire:
-    """Stands in for Mongrel2Connection: keeps what the app sends."""
-
-    sender_id = None
-
-    def __init__(self) -> None:
-        self.sent: list[bytes] = []
-
-    def send_raw(self, data: bytes) -> None:
-        self.sent.append(data)
-
-    def close_connection(self, request: Request) -> None:
-        self.sent.append(b"")
+from tests import fixtures
 
 
 def _message(
@@ -79,7 +65,7 @@ class _Answer:
 
 def _ask(app: Brubeck, method: bytes | str, path: bytes | str, **kw: Any) -> _Answer:
     """One request through the hot path; exactly one answer is expected."""
-    wire = _Wire()
+    wire = fixtures.RecordingConnection()
     app.msg_conn = wire  # type: ignore[assignment]
     if isinstance(method, str):
         method = method.encode()
@@ -249,7 +235,7 @@ def test_unknown_and_lower_case_methods_are_405_with_the_sorted_allow_list() -> 
 def test_not_an_http_method_is_dropped_not_routed() -> None:
     """Mongrel2's JSON and XML socket messages are never handed to a route."""
     app = _echo_app(r"^/")
-    wire = _Wire()
+    wire = fixtures.RecordingConnection()
     app.msg_conn = wire  # type: ignore[assignment]
     app.handle_message(_message(b"JSON", b"/x"))
     app.handle_message(_message(b"XML", b"/x"))
