@@ -68,14 +68,17 @@ def _mongrel2_config(app: Brubeck, args: argparse.Namespace) -> Any:
     wanted = app.settings.get("mongrel2_settings") or {}
     if not isinstance(wanted, dict):
         raise SystemExit(f"the mongrel2_settings setting must be a dict, got {wanted!r}")
-    return Mongrel2Config(
-        send_spec=app.msg_conn.pull_addr,
-        recv_spec=app.msg_conn.pub_addr,
-        port=args.port,
-        bind_addr=args.bind,
-        access_log=args.mongrel2_access_log,
-        settings=dict(wanted),
-    )
+    try:
+        return Mongrel2Config(
+            send_spec=app.msg_conn.pull_addr,
+            recv_spec=app.msg_conn.pub_addr,
+            port=args.port,
+            bind_addr=args.bind,
+            access_log=args.mongrel2_access_log,
+            settings=dict(wanted),
+        )
+    except ValueError as exc:  # a user's flag or setting: one line, not a traceback
+        raise SystemExit(f"brubeck: {exc}") from None
 
 
 def _env_value(args: argparse.Namespace, key: str, default: Any = None) -> Any:
@@ -134,8 +137,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _serve_with_mongrel2(app: Brubeck, args: argparse.Namespace, workers: int, run_dir: str) -> int:
     from .mongrel2 import Mongrel2Process
 
-    app.settings.setdefault("mongrel2_run_dir", run_dir)
-    with Mongrel2Process(_mongrel2_config(app, args), run_dir) as m2:
+    # The Mongrel2 started here writes its uploads under run_dir, whatever a setting said.
+    app.settings["mongrel2_run_dir"] = run_dir
+    with contextlib.ExitStack() as stack:
+        try:
+            m2 = stack.enter_context(Mongrel2Process(_mongrel2_config(app, args), run_dir))
+        except (RuntimeError, TimeoutError, OSError) as exc:  # a busy port, a bad run dir…
+            raise SystemExit(
+                f"brubeck: Mongrel2 did not start on port {args.port}: {exc}"
+            ) from None
         print(f"Mongrel2 listening on {m2.url}  (run dir {run_dir}); Ctrl-C stops both", flush=True)
         # Mongrel2 stops only after the handlers: their last replies go through it.
         return _serve(app, args, workers)

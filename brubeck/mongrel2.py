@@ -54,8 +54,14 @@ def free_port() -> int:
 def _quote(value: str, what: str) -> str:
     if not isinstance(value, str):
         raise ValueError(f"{what} must be a str, got {type(value).__name__}")
-    if any(ch in _UNSAFE_CHARS for ch in value):
-        raise ValueError(f"{what} must not contain quotes, backslashes or newlines: {value!r}")
+    if any(ch in _UNSAFE_CHARS or ch < " " or ch == "\x7f" for ch in value):
+        raise ValueError(
+            f"{what} must not contain quotes, backslashes or control characters: {value!r}"
+        )
+    try:
+        value.encode("utf-8")  # a lone surrogate (os.fsdecode of bad bytes) cannot be written
+    except UnicodeEncodeError:
+        raise ValueError(f"{what} is not valid Unicode: {value!r}") from None
     return f'"{value}"'
 
 
