@@ -13,10 +13,15 @@ Reply:    ``SENDER SP LEN:ID ID ID, SP BODY`` (an empty BODY closes every target
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from typing import Any
 
 import tnetstring
+
+#: A control character: never part of a path a route means (checked after percent-decoding:
+#: Mongrel2 passes ``%0A`` on as it came).
+CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f]")
 
 #: Mongrel2 skips a whole reply that names more ids than ``limits.handler_targets`` (128).
 MAX_TARGETS = 128

@@ -9,7 +9,6 @@ percent-decoding; malformed input raises ``HTTPError(400)`` with the reason, and
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,13 +24,11 @@ from .cookies import parse_cookies
 from .errors import HTTPError
 from .jsonchecks import has_non_finite
 from .multipart import Fields, Files, UploadedFile, parse_boundary, parse_multipart
-from .protocol import HeaderValue, Message
+from .protocol import CONTROL_CHARACTER, HeaderValue, Message
 
 _new_object = object.__new__
 
 _FORM_TYPE = "application/x-www-form-urlencoded"
-#: Control characters: never part of a path a route means (checked after percent-decoding).
-_CONTROL = re.compile("[\x00-\x1f\x7f]")
 _MULTIPART_TYPE = "multipart/form-data"
 
 
@@ -332,7 +329,7 @@ class Request:
                 text = raw.decode("utf-8")
                 if "%" in text:
                     text = unquote(text, encoding="utf-8", errors="strict")
-                    if _CONTROL.search(text):
+                    if CONTROL_CHARACTER.search(text):
                         raise HTTPError(
                             400, "the request path holds a control character (%00-%1F, %7F)"
                         )

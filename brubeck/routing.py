@@ -11,6 +11,8 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote, unquote
 
+from .protocol import CONTROL_CHARACTER
+
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
@@ -89,11 +91,12 @@ class Route:
 def _route_methods(target: Any, methods: Iterable[str] | None) -> frozenset[str]:
     if isinstance(methods, str):
         methods = [methods]
+    is_handler_class = isinstance(target, type) and hasattr(target, "allowed_methods")
     if methods is not None:
         found = frozenset(m.upper() for m in methods)
         if not found:  # a route that could never be matched
             raise ValueError(f"method= names no method for {target!r}")
-        if isinstance(target, type) and hasattr(target, "allowed_methods"):
+        if is_handler_class:
             # Only what the class answers: else a 405 from the route would name methods the
             # class refuses (and the class's 405 methods the route refuses).
             answered = frozenset(target.allowed_methods())
@@ -103,7 +106,7 @@ def _route_methods(target: Any, methods: Iterable[str] | None) -> frozenset[str]
                     f"it has methods for {', '.join(sorted(answered))}"
                 )
             found &= answered
-    elif isinstance(target, type) and hasattr(target, "allowed_methods"):
+    elif is_handler_class:
         found = frozenset(target.allowed_methods())
     else:
         found = frozenset({"GET"})
@@ -195,12 +198,11 @@ class Router:
         # Routes see the percent-decoded path: check what the request for this URL will match.
         # A control character is refused in a request's path (a 400), so here too.
         decoded = unquote(path)
-        if _CONTROL.search(decoded) or route.match(decoded) is None:
+        if CONTROL_CHARACTER.search(decoded) or route.match(decoded) is None:
             raise ValueError(f"values {args!r} {kwargs!r} do not match route {route.pattern!r}")
         return path
 
 
-_CONTROL = re.compile("[\x00-\x1f\x7f]")
 _GROUP = re.compile(r"\((\?P<(\w+)>)?")
 _REGEX_ONLY = re.compile(r"(?<!\\)[\[\]*+?{}|.]")
 

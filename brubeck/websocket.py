@@ -332,10 +332,10 @@ class WebSocketHandler(MessageHandler):
                 if self._state < _CLOSING:  # held until the 101 during an async open
                     self._send(encode_frame(Opcode.PONG, body))
                 if type(self).on_ping is not WebSocketHandler.on_ping:
-                    self._feed_control(self._pinged, body)
+                    self._feed_bounded(self._pinged, body)
             elif opcode == Opcode.PONG:
                 if type(self).on_pong is not WebSocketHandler.on_pong:
-                    self._feed_control(self._ponged, body)
+                    self._feed_bounded(self._ponged, body)
             elif self._state < _CLOSING:  # after our close frame, data is dropped
                 limit = self._max_size()
                 if len(body) > limit:
@@ -343,18 +343,17 @@ class WebSocketHandler(MessageHandler):
                         CloseCode.MESSAGE_TOO_BIG, f"message of {len(body)} bytes, over {limit}"
                     )
                 message = decode_text(body) if opcode == Opcode.TEXT else body
-                if len(self._events) >= self.max_pending_messages:
-                    raise FrameError(CloseCode.POLICY_VIOLATION, "too many messages waiting")
-                self._feed(self._deliver, message)
+                self._feed_bounded(self._deliver, message)
         except FrameError as exc:
             log.info("closing WebSocket %s: %s", self.conn_id.decode(), exc.reason)
             self.close(exc.code, _short(exc.reason))
 
-    def _feed_control(self, callback: Callable[[bytes], Any], body: bytes) -> None:
-        # Pings queue behind a slow on_message like data does: the same bound holds them.
+    def _feed_bounded(self, callback: Callable[[Any], Any], received: Any) -> None:
+        """Queue what the client sent behind a slow callback, at most ``max_pending_messages``:
+        messages, and pings and pongs for an ``on_ping``/``on_pong`` of the app's."""
         if len(self._events) >= self.max_pending_messages:
             raise FrameError(CloseCode.POLICY_VIOLATION, "too many messages waiting")
-        self._feed(callback, body)
+        self._feed(callback, received)
 
     def _pinged(self, data: bytes) -> Any:
         return self.on_ping(data) if self._opened else None  # never for a refused handshake
