@@ -153,7 +153,13 @@ def _serve_with_mongrel2(app: Brubeck, args: argparse.Namespace, workers: int, r
 
 def _serve(app: Brubeck, args: argparse.Namespace, workers: int) -> int:
     """Serve in this process, or supervise ``workers`` processes that each serve."""
-    from .supervisor import SUPERVISOR_PID_ENV, WORKER_ID_ENV, Supervisor, stop_when_orphaned
+    from .supervisor import (
+        SUPERVISOR_PID_ENV,
+        WORKER_ID_ENV,
+        Backoff,
+        Supervisor,
+        stop_when_orphaned,
+    )
 
     if workers == 1 and not args.reload:
         parent = os.environ.get(SUPERVISOR_PID_ENV, "")
@@ -186,6 +192,8 @@ def _serve(app: Brubeck, args: argparse.Namespace, workers: int) -> int:
             env=env,
             shutdown_timeout=app.shutdown_timeout + 5,
             reloader=reloader,
+            # while reloading, a crash waits for the next edit rather than ending the server
+            backoff=Backoff(give_up_after=0) if reloader is not None else None,
         )
         return supervisor.run()
 

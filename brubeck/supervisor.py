@@ -11,6 +11,9 @@ Rules of this module:
 - a worker that exits while the supervisor runs is restarted: at once after a clean exit of a
   worker that had been up a while (someone restarted it on purpose), otherwise after a delay
   that doubles with each quick failure, up to a cap;
+- a worker that keeps failing quickly (``Backoff.give_up_after`` times in a row) is a fault no
+  restart will mend: the supervisor stops every worker and exits 1, so that the service
+  manager sees the failure instead of a supervisor that looks healthy;
 - SIGTERM or SIGINT is passed on to every worker, which stops gracefully; a second one kills.
 """
 
@@ -46,11 +49,26 @@ class Backoff:
         base: the delay after a first quick failure, in seconds; it doubles with each one.
         cap: the longest delay.
         healthy_after: a worker up this long has recovered: its failure count starts over.
+        give_up_after: quick failures in a row of one worker after which the supervisor
+            stops them all and exits 1 (10: about two and a half minutes of retries with
+            the default delays); 0 never gives up.
     """
 
     base: float = 0.5
     cap: float = 30.0
     healthy_after: float = 10.0
+    give_up_after: int = 10
+
+    def __post_init__(self) -> None:
+        if not (0 < self.base <= self.cap) or self.healthy_after < 0:
+            raise ValueError(f"Backoff needs 0 < base <= cap and healthy_after >= 0: {self}")
+        if isinstance(self.give_up_after, bool) or not isinstance(self.give_up_after, int):
+            raise TypeError(f"give_up_after must be an int, got {self.give_up_after!r}")
+        if self.give_up_after < 0:
+            raise ValueError(f"give_up_after must be 0 (never) or more, got {self.give_up_after}")
+
+    def gives_up(self, failures: int) -> bool:
+        return 0 < self.give_up_after <= failures
 
     def delay(self, failures: int) -> float:
         if failures <= 0:
@@ -117,6 +135,7 @@ class Supervisor:
         self._stop_signal: int | None = None
         self._force = False
         self._restart_all = False
+        self._gave_up = False
 
     @property
     def pids(self) -> list[int]:
@@ -132,7 +151,10 @@ class Supervisor:
             self._force = True
 
     def run(self) -> int:
-        """Supervise until SIGTERM or SIGINT, then stop the workers; returns the exit code."""
+        """Supervise until SIGTERM or SIGINT, then stop the workers; returns the exit code.
+
+        The code is 0 after a signal, 1 when a worker kept failing and the supervisor gave up.
+        """
         handled = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
         previous = {sig: signal.signal(sig, self._on_signal) for sig in handled}
         try:
@@ -150,6 +172,8 @@ class Supervisor:
             process = slot.process
             if process is not None and (code := process.poll()) is not None:
                 self._exited(slot, code, now)
+            if self._gave_up:
+                return
             if slot.process is None and slot.restart_at is not None and now >= slot.restart_at:
                 self._spawn(slot, now)
         self._reap_retiring(now)
@@ -174,6 +198,8 @@ class Supervisor:
             slot.process = subprocess.Popen(self.command, env=env, stdin=subprocess.DEVNULL)
         except OSError as exc:
             slot.failures += 1
+            if self._give_up_on(slot, f"could not be started ({exc})"):
+                return
             delay = self.backoff.delay(slot.failures)
             log.error("could not start worker %d: %s; retrying in %.1fs", slot.index, exc, delay)
             slot.restart_at = now + delay
@@ -192,6 +218,8 @@ class Supervisor:
             delay = 0.0  # stopped on purpose (a rolling restart): replace it now
         else:
             slot.failures += 1
+            if self._give_up_on(slot, f"{describe_exit(code)} after {uptime:.1f}s"):
+                return
             delay = self.backoff.delay(slot.failures)
         slot.restart_at = now + delay
         level = logging.INFO if code == 0 else logging.WARNING
@@ -204,6 +232,22 @@ class Supervisor:
             uptime,
             f" in {delay:.1f}s" if delay else "",
         )
+
+    def _give_up_on(self, slot: _Slot, what: str) -> bool:
+        """Stop supervising if ``slot`` has failed too often in a row; True if so."""
+        if not self.backoff.gives_up(slot.failures):
+            return False
+        log.error(
+            "worker %d %s: %d quick failures in a row; giving up and stopping all workers",
+            slot.index,
+            what,
+            slot.failures,
+        )
+        slot.restart_at = None
+        self._gave_up = True
+        if self._stop_signal is None:
+            self._stop_signal = signal.SIGTERM
+        return True
 
     def _replace_all(self, now: float) -> None:
         """Start new workers and stop the old ones, which finish what they hold."""
@@ -233,7 +277,8 @@ class Supervisor:
         sig = self._stop_signal or signal.SIGTERM
         running = [s.process for s in self.slots if s.process is not None]
         running += [process for process, _ in self._retiring]
-        log.info("%s: stopping %d workers", signal.Signals(sig).name, len(running))
+        why = "giving up" if self._gave_up else signal.Signals(sig).name
+        log.info("%s: stopping %d workers", why, len(running))
         for process in running:
             self._signal(process, sig)
         deadline = time.monotonic() + self.shutdown_timeout
@@ -252,7 +297,7 @@ class Supervisor:
         failed = [code for code in codes if code not in (0, -signal.SIGTERM, -signal.SIGINT)]
         if failed:
             log.warning("workers exited with %s", ", ".join(describe_exit(c) for c in failed))
-        return 0
+        return 1 if self._gave_up else 0
 
     def _kill_all(self) -> None:
         processes = [s.process for s in self.slots if s.process is not None]

@@ -131,3 +131,21 @@ def test_the_event_loop_comes_from_the_flag_or_the_environment(
     assert cli._prepare(args).settings["event_loop"] == "uvloop"
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args(["run", EXAMPLE, "--loop", "trio"])
+
+
+@pytest.mark.parametrize(("flags", "gives_up"), [(["--workers", "2"], True), (["--reload"], False)])
+def test_workers_give_up_on_crash_loops_except_while_reloading(
+    monkeypatch: pytest.MonkeyPatch, flags: list[str], gives_up: bool
+) -> None:
+    from brubeck import supervisor
+
+    seen: dict[str, Any] = {}
+
+    class Recording(supervisor.Supervisor):
+        def run(self) -> int:
+            seen["backoff"] = self.backoff
+            return 1
+
+    monkeypatch.setattr(supervisor, "Supervisor", Recording)
+    assert cli.main(["run", EXAMPLE, *flags]) == 1  # the supervisor's code is the exit code
+    assert seen["backoff"].gives_up(10) is gives_up

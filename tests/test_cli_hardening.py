@@ -6,12 +6,14 @@ clear line and a non-zero exit, not a traceback; nothing started may be left beh
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import socket
 import sqlite3
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -300,3 +302,73 @@ def test_a_worker_that_exits_cleanly_right_away_counts_as_a_failure() -> None:
         assert slot.failures == 1 and slot.restart_at == pytest.approx(0.25)
     finally:
         supervisor._kill_all()
+
+
+def test_a_worker_that_keeps_failing_makes_the_supervisor_give_up(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """After give_up_after quick failures the others are stopped and run() returns 1."""
+    caplog.set_level(logging.INFO, "brubeck.supervisor")
+    healthy = [sys.executable, "-c", "import time; time.sleep(60)"]
+    crashing = [sys.executable, "-c", "raise SystemExit(3)"]
+    supervisor = Supervisor(healthy, 2, backoff=Backoff(base=0.01, cap=0.02, give_up_after=3))
+    supervisor.poll_interval = 0.01
+    # worker 2 runs the crashing command: the same Supervisor, another command for one slot
+    original_spawn = supervisor._spawn
+
+    def spawn(slot, now):  # type: ignore[no-untyped-def]
+        supervisor.command = crashing if slot.index == 2 else healthy
+        original_spawn(slot, now)
+
+    supervisor._spawn = spawn  # type: ignore[method-assign]
+    started = time.monotonic()
+    code = supervisor.run()
+    assert code == 1
+    assert time.monotonic() - started < 10
+    assert supervisor.pids == []
+    assert "worker 2 exited with code 3 after" in caplog.text
+    assert "3 quick failures in a row; giving up and stopping all workers" in caplog.text
+    assert "giving up: stopping 1 workers" in caplog.text
+
+
+def test_failures_spread_over_healthy_runs_never_give_up() -> None:
+    """The count is of failures in a row: a worker that stayed up a while starts over."""
+    supervisor = Supervisor(
+        [sys.executable, "-c", "raise SystemExit(3)"],
+        1,
+        backoff=Backoff(base=0.01, healthy_after=5, give_up_after=2),
+    )
+    slot = supervisor.slots[0]
+    try:
+        now = 0.0
+        for _ in range(4):
+            supervisor._tick(now)
+            assert slot.process is not None
+            slot.process.wait(10)
+            slot.started = now - 6  # as if it had run six seconds
+            supervisor._tick(now + 0.01)
+            assert slot.failures == 1 and not supervisor._gave_up
+            now = slot.restart_at or now
+    finally:
+        supervisor._kill_all()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"give_up_after": -1}, ValueError),
+        ({"give_up_after": 2.5}, TypeError),
+        ({"give_up_after": True}, TypeError),
+        ({"base": 0}, ValueError),
+        ({"base": 5, "cap": 1}, ValueError),
+        ({"healthy_after": -1}, ValueError),
+    ],
+)
+def test_bad_backoff_settings_are_refused(kwargs: dict[str, object], error: type) -> None:
+    with pytest.raises(error):
+        Backoff(**kwargs)  # type: ignore[arg-type]
+
+
+def test_give_up_after_zero_never_gives_up() -> None:
+    assert not Backoff(give_up_after=0).gives_up(10_000)
+    assert Backoff().gives_up(10) and not Backoff().gives_up(9)
