@@ -70,7 +70,10 @@ def _check(handler: Any, redirect: bool) -> Any:
         return None
     login_url = handler.settings.get("login_url") if redirect else None
     if not login_url or handler.request.method not in ("GET", "HEAD"):
-        raise HTTPError(401, "log in first")
+        # RFC 9110 wants a challenge with every 401; cookie sessions have no standard scheme,
+        # so the app names its own (e.g. 'Bearer realm="api"') or none is sent.
+        challenge = handler.settings.get("www_authenticate")
+        raise HTTPError(401, "log in first", {"WWW-Authenticate": challenge} if challenge else None)
     separator = "&" if "?" in login_url else "?"
     return handler.redirect(f"{login_url}{separator}{urlencode({'next': handler.request.uri})}")
 
@@ -95,7 +98,10 @@ def _guard(method: Callable[..., Any], redirect: bool) -> Callable[..., Any]:
 
 
 def authenticated(method: Callable[..., Any]) -> Callable[..., Any]:
-    """Require a logged-in user; answer 401 otherwise (for APIs)."""
+    """Require a logged-in user; answer 401 otherwise (for APIs).
+
+    The 401 carries ``WWW-Authenticate`` with the ``www_authenticate`` setting, when set.
+    """
     return _guard(method, redirect=False)
 
 

@@ -74,3 +74,26 @@ async def test_a_forged_user_cookie_is_nobody():
     async with TestClient(make_app()) as client:
         client.cookies["user"] = "1.eyJ4Ijp0cnVlfQ.forged"
         assert (await client.get("/api")).status_code == 401
+
+
+async def test_401_carries_the_www_authenticate_setting():
+    challenge = 'Bearer realm="api"'
+    async with TestClient(make_app(www_authenticate=challenge, login_url="/login")) as client:
+        for response in (await client.get("/api"), await client.post("/api")):
+            assert response.status_code == 401
+            assert response.headers["www-authenticate"] == challenge
+        refused_post = await client.post("/page")  # @web_authenticated, not a GET: 401 too
+        assert refused_post.headers["www-authenticate"] == challenge
+        assert "www-authenticate" not in (await client.get("/page")).headers  # the redirect
+
+
+async def test_without_the_setting_no_challenge_is_sent():
+    async with TestClient(make_app()) as client:
+        assert "www-authenticate" not in (await client.get("/api")).headers
+
+
+async def test_a_challenge_that_would_split_the_header_is_a_500_not_a_header():
+    async with TestClient(make_app(www_authenticate="Bearer\r\nSet-Cookie: x=1")) as client:
+        response = await client.get("/api")
+        assert response.status_code == 500
+        assert "set-cookie" not in response.headers

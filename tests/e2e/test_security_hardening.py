@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from brubeck import Brubeck, WebMessageHandler
-from brubeck.auth import UserHandlingMixin, web_authenticated
+from brubeck.auth import UserHandlingMixin, authenticated, web_authenticated
 from brubeck.security import sign_value
 
 SECRET = "e" * 32
@@ -19,6 +19,12 @@ class Profile(UserHandlingMixin, WebMessageHandler):
     @web_authenticated
     def get(self):
         return f"hello {self.current_user}"
+
+
+class Api(Profile):
+    @authenticated
+    async def get(self):
+        return {"user": self.current_user}
 
 
 class Go(WebMessageHandler):
@@ -44,10 +50,12 @@ def site(serve_module):
             (r"^/go/(?P<slug>.+)$", Go),
             (r"^/form$", Form),
             (r"^/cookies$", Cookies),
+            (r"^/api$", Api),
         ],
         cookie_secret=SECRET,
         login_url="/login",
         xsrf_cookies=True,
+        www_authenticate='Bearer realm="api"',
     )
 
     @app.add_route(r"^/fn$", method=["POST"])
@@ -64,6 +72,15 @@ def test_login_redirect_through_mongrel2(site):
     assert response.headers["location"] == "/login?next=%2Fprofile%3Ftab%3D1"
     good = sign_value(SECRET, "user", "ann")
     assert httpx.get(f"{site.url}/profile", cookies={"user": good}).text == "hello ann"
+
+
+def test_an_api_401_carries_the_challenge_through_mongrel2(site):
+    """RFC 9110: a 401 names how to authenticate (the ``www_authenticate`` setting)."""
+    response = httpx.get(f"{site.url}/api")
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == 'Bearer realm="api"'
+    good = sign_value(SECRET, "user", "ann")
+    assert httpx.get(f"{site.url}/api", cookies={"user": good}).json() == {"user": "ann"}
 
 
 def test_redirect_to_a_non_ascii_slug(site):
