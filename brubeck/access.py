@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from time import perf_counter
 from typing import Any
 
-from .response import ALREADY_SENT, Response, check_header
+from .response import ALREADY_SENT, NO_BODY, Response, check_header
 
 __all__ = [
     "ACCESS_FIELDS",
@@ -106,19 +106,41 @@ class AccessHook:
             status = size = "-"
         else:
             status = response.status
-            size = 0 if request.method == "HEAD" else len(response.body)
+            # what goes out: no body for HEAD, nor for the statuses that never carry one
+            bodiless = request.method == "HEAD" or status in NO_BODY or status == 205
+            size = 0 if bodiless else len(response.body)
         started = getattr(request, "started", None)
         duration = (perf_counter() - started) * 1000 if started is not None else 0.0
         fields = (
             request.remote_addr or "-",
             request.method,
-            request.raw_path.decode("latin-1"),
+            _loggable(request.raw_path),
             status,
             size,
             duration,
             request.request_id,
         )
         self.logger.handle(AccessRecord(fields))
+
+
+def _loggable(path: bytes) -> str:
+    """The path as one unambiguous field of a line: quotes and control bytes escaped.
+
+    Mongrel2 refuses such request lines itself; this holds for any other front end too.
+    """
+    text = path.decode("latin-1")
+    if text.isprintable() and '"' not in text and "\\" not in text:
+        return text
+    return text.encode("unicode_escape").decode("ascii").replace('"', '\\"')
+
+
+def stream_headers(app: Any, request: Any, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """A streamed response's headers with the request id, when the app sends it: the head
+    leaves before the hook sees the response."""
+    hook = app._access_log
+    if hook is None or hook.header is None:
+        return headers
+    return [*headers, (hook.header, request.request_id)]
 
 
 class AccessRecord(logging.LogRecord):

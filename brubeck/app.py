@@ -16,8 +16,10 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import math
 import os
 from collections.abc import Callable, Iterable, Mapping
+from contextvars import copy_context
 from time import perf_counter
 from types import SimpleNamespace
 from typing import Any
@@ -151,6 +153,10 @@ class Brubeck(AwaitingRequests):
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be at least 1, got {max_in_flight}")
         self.max_in_flight = max_in_flight
+        if not 0 <= shutdown_timeout < math.inf:  # NaN too: a stop would never end
+            raise ValueError(
+                f"shutdown_timeout must be finite seconds >= 0, got {shutdown_timeout!r}"
+            )
         self.shutdown_timeout = shutdown_timeout
         self._on_startup: list[Hook] = []
         self._on_shutdown: list[Hook] = []
@@ -161,6 +167,8 @@ class Brubeck(AwaitingRequests):
         self._timed_out: set[asyncio.Task[Any]] = set()
         #: seconds an awaiting handler may run (checked every second); handler.timeout wins
         self.request_timeout = float(self.settings.get("request_timeout", 300))
+        if not self.request_timeout > 0:  # NaN too: no request would ever time out
+            raise ValueError(f"request_timeout must be seconds > 0, got {self.request_timeout!r}")
         #: unsafe methods must echo the ``_xsrf`` cookie (``MessageHandler.check_xsrf_cookie``)
         self.xsrf_cookies = bool(self.settings.get("xsrf_cookies", False))
         self._windows = CreditWindows()
@@ -700,6 +708,9 @@ class Brubeck(AwaitingRequests):
             )
         self._stopping = asyncio.Event()
         self._access_log = access_hook(self.settings)
+        keepalive = float(self.settings.get("keepalive_interval", 60))
+        if not 0 < keepalive < math.inf:  # 0 would spin, sending keep-alives without end
+            raise ValueError(f"keepalive_interval must be seconds > 0, got {keepalive!r}")
         self._compress = compressor(self.settings)
         self.stream_gzip_level = gzip_level(self.settings)
         self._etags = bool(self.settings.get("etag", False))
@@ -717,9 +728,7 @@ class Brubeck(AwaitingRequests):
         self.msg_conn.start_reading(
             self.handle_message if self._to_owner is None else self._handle_owned
         )
-        keep_alive = asyncio.get_running_loop().create_task(
-            self._housekeeping(float(self.settings.get("keepalive_interval", 60)))
-        )
+        keep_alive = asyncio.get_running_loop().create_task(self._housekeeping(keepalive))
         try:
             await self._stopping.wait()
         finally:
@@ -739,7 +748,8 @@ class Brubeck(AwaitingRequests):
 
     def _handlelogged(self, raw: bytes) -> None:
         try:
-            (self.handle_message if self._to_owner is None else self._handle_owned)(raw)
+            handle = self.handle_message if self._to_owner is None else self._handle_owned
+            copy_context().run(handle, raw)  # each in a context of its own, as when served
         except Exception:
             log.exception("dropped a message: handling it failed")
 

@@ -77,8 +77,7 @@ class AwaitingRequests:
             task = loop.create_task(pending)
         self._track(task, partial(self._task_answered, slot, handler))
         now = loop.time()
-        timeout = (handler.timeout if handler is not None else None) or self.request_timeout
-        self._inflight.add(task, request, handler, now, now + timeout)
+        self._inflight.add(task, request, handler, now, now + self._timeout_of(handler))
 
     def _task_answered(
         self, slot: list[Any], handler: MessageHandler | None, task: asyncio.Task[Any]
@@ -117,12 +116,28 @@ class AwaitingRequests:
         self._forget(task)
 
     def _timed_out_response(self, request: Request, handler: MessageHandler | None) -> Response:
-        timeout = getattr(handler, "timeout", None) or self.request_timeout
+        timeout = self._timeout_of(handler, quiet=True)
         if handler is not None and handler.abort_stream():
             log.warning("%r took longer than %ss: stream closed", request, timeout)
             return ALREADY_SENT
         log.warning("%r took longer than %ss: answering 504", request, timeout)
         return self.error_response(request, HTTPError(504, f"no answer within {timeout} seconds"))
+
+    def _timeout_of(self, handler: MessageHandler | None, quiet: bool = False) -> float:
+        """The handler's ``timeout`` if it is one (seconds > 0), else ``request_timeout``."""
+        timeout = getattr(handler, "timeout", None)
+        if timeout is None:
+            return self.request_timeout
+        if isinstance(timeout, (int, float)) and timeout > 0:  # NaN fails: it never expires
+            return timeout
+        if not quiet:
+            log.error(
+                "%s.timeout must be seconds > 0 or None, got %r: using request_timeout (%ss)",
+                type(handler).__name__,
+                timeout,
+                self.request_timeout,
+            )
+        return self.request_timeout
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
@@ -162,7 +177,10 @@ class AwaitingRequests:
             if now >= next_ping:
                 next_ping = now + interval
                 for request in list(self._inflight.held_since(now - interval)):
-                    self.msg_conn.ctl(request.sender, request.conn_id, keep_alive=True)
+                    try:
+                        self.msg_conn.ctl(request.sender, request.conn_id, keep_alive=True)
+                    except Exception:  # ZeroMQ's backlog is full, say: the timeouts go on
+                        log.exception("could not send a keep-alive for %r", request)
 
     async def _drain(self) -> None:
         if not self._tasks:

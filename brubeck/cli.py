@@ -96,7 +96,10 @@ def _prepare(args: argparse.Namespace) -> Brubeck:
             raise SystemExit("brubeck: this app has no msg_conn; give both --pull and --pub")
         pull = pull or app.msg_conn.pull_addr  # type: ignore[union-attr]
         pub = pub or app.msg_conn.pub_addr  # type: ignore[union-attr]
-        app.msg_conn = Mongrel2Connection(pull, pub)
+        try:
+            app.msg_conn = Mongrel2Connection(pull, pub)
+        except ValueError as exc:
+            raise SystemExit(f"brubeck: {exc}") from None
     if app.msg_conn is None:
         raise SystemExit("brubeck: this app has no msg_conn; give --pull and --pub")
     apply_to_app(app, args.env)

@@ -5,7 +5,8 @@ Mongrel2 forwards a handler's bytes untouched, so compression is the handler's j
 Rules of this module:
 - a body is compressed only if the client accepts gzip (``Accept-Encoding``, q-values
   honoured), its type is text-like (``text/*``, JSON, JavaScript, XML, SVG), it is at least
-  ``compress_min_size`` bytes (default 1024) and it has no ``Content-Encoding`` yet;
+  ``compress_min_size`` bytes (default 1024) and it has no ``Content-Encoding`` yet nor
+  ``Cache-Control: no-transform``;
 - every response of a compressible type says ``Vary: Accept-Encoding``, compressed or not,
   so that caches keep the two forms apart; so does a handler's own 304 (RFC 9110 §15.4.5);
 - a handler's strong ``ETag`` becomes weak on a compressed body: the bytes differ, the
@@ -21,6 +22,7 @@ Rules of this module:
 from __future__ import annotations
 
 import gzip
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -35,6 +37,9 @@ __all__ = [
     "is_compressible",
     "negotiate",
 ]
+
+#: The ``no-transform`` directive among a Cache-Control value's comma-separated directives.
+_NO_TRANSFORM = re.compile(r"(?:^|,)\s*no-transform\s*(?:,|$)", re.IGNORECASE)
 
 _TEXT_TYPES = frozenset(
     [
@@ -123,6 +128,8 @@ def negotiate(
             return None  # already encoded by the handler
         elif lower == "vary":
             varies.append(value)
+        elif lower == "cache-control" and _NO_TRANSFORM.search(value):
+            return None  # the handler forbids changing the bytes (RFC 9111 §5.2.2.6)
     if content_type is None and (has_body or status == 304):
         # What the encoder will send; a 304 without a type (a function route's own) varies
         # as its 200 may: a Vary on a 304 costs nothing, a missing one mixes cached forms.

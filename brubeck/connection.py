@@ -28,6 +28,7 @@ import logging
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
+from contextvars import copy_context
 from typing import Any, cast
 
 import zmq
@@ -78,6 +79,11 @@ class Mongrel2Connection:
         backlog_limit: int = 100_000,
         context: zmq.asyncio.Context | None = None,
     ) -> None:
+        for name, addr in (("pull_addr", pull_addr), ("pub_addr", pub_addr)):
+            if not isinstance(addr, str) or "://" not in addr:  # else a ZMQError at serve()
+                raise ValueError(
+                    f"{name} must be a ZeroMQ endpoint like 'tcp://127.0.0.1:9999', got {addr!r}"
+                )
         self.pull_addr = pull_addr
         self.pub_addr = pub_addr
         if isinstance(sender_id, str):
@@ -285,7 +291,9 @@ class Mongrel2Connection:
         to ``max_batch``, then it lets other callbacks run and goes on): no future, no task,
         no coroutine per wakeup. Under load a wakeup brings only a few messages, so what each
         wakeup costs matters as much as what each message costs. An exception from
-        ``on_message`` is logged and reading goes on.
+        ``on_message`` is logged and reading goes on. Each call runs in a copy of the reader's
+        context, so that what one message's handler puts in a ContextVar stays with it (and
+        the tasks it starts) as it would in a task of its own.
         """
         self.open()
         assert self._pull is not None
@@ -330,7 +338,9 @@ class Mongrel2Connection:
                     except again:
                         return
                     try:
-                        handle(raw)  # type: ignore[misc]
+                        # Each message in a context of its own, as if it were a task: a
+                        # ContextVar a handler sets (a user, a request id) stays its own.
+                        copy_context().run(handle, raw)  # type: ignore[arg-type]
                     except Exception:
                         log.exception("dropped a message: handling it failed")
             finally:

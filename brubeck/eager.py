@@ -8,7 +8,8 @@ coroutine whose own code has no yield instruction therefore runs to its end on t
 ``send(None)``, exactly as a task's first step would run it.
 
 The one visible difference: ``asyncio.current_task()`` returns None inside such a coroutine,
-as it does in a ``def`` handler.
+as it does in a ``def`` handler. (Context variables are no difference: the receive loop runs
+each message in a context of its own, as a task has.)
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .response import check_header
+from .response import check_header, check_status
 
 
 class HTTPError(Exception):
@@ -20,8 +20,7 @@ class HTTPError(Exception):
         message: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
-        if not 100 <= status <= 999:
-            raise ValueError(f"HTTP status must be 100..999, got {status!r}")
+        check_status(status)
         self.status = status
         self.message = message
         # Checked here, at the raise that carries them: they bypass the handler's set_header.

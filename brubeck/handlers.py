@@ -37,9 +37,11 @@ from .request import Request
 from .response import (
     ALREADY_SENT,
     DEFAULT_CONTENT_TYPE,
+    FINAL_STATUSES,
     JSON_CONTENT_TYPE,
     Response,
     check_header,
+    check_status,
     json_bytes,
     reason_phrase,
     to_body_bytes,
@@ -110,8 +112,8 @@ class MessageHandler:
     """
 
     content_type = DEFAULT_CONTENT_TYPE
-    #: Seconds an awaiting handler may take before the client gets a 504; None: the app's
-    #: ``request_timeout`` setting (300 by default).
+    #: Seconds (> 0) an awaiting handler may take before the client gets a 504; None: the
+    #: app's ``request_timeout`` setting (300 by default).
     timeout: float | None = None
     #: True: behind Mongrel2's ``upload.stream=1``, a large body is not stored first; the
     #: handler runs at once and reads it with ``async for piece in self.request.body_stream``
@@ -309,8 +311,8 @@ class MessageHandler:
         return self._status
 
     def set_status(self, status_code: int, status_msg: str | None = None) -> None:
-        if not isinstance(status_code, int) or not 100 <= status_code <= 999:
-            raise ValueError(f"HTTP status must be an int in 100..999, got {status_code!r}")
+        if not isinstance(status_code, int) or status_code not in FINAL_STATUSES:
+            check_status(status_code)
         if status_msg is not None and status_msg.translate(_LINE_BREAKS) != status_msg:
             raise ValueError(f"reason phrase has CR, LF or NUL: {status_msg!r}")
         self._status = status_code
@@ -474,7 +476,7 @@ class MessageHandler:
                 ):
                     return self._execute_async(prepared, args, kwargs)
             if self._finished:
-                return self.render()
+                return self._prepared_answer()
             verb = self._verb()
             result = verb(*args, **kwargs) if args or kwargs else verb()
             if type(result) is Response:
@@ -496,13 +498,17 @@ class MessageHandler:
         try:
             await prepared
             if self._finished:
-                return self.render()
+                return self._prepared_answer()
             result = self._verb()(*args, **kwargs)
             if result is not None and hasattr(result, "__await__"):
                 result = await result
             return await self._end(result)
         except Exception as exc:
             return self.handle_exception(exc)
+
+    def _prepared_answer(self) -> Response:
+        """``prepare`` answered: what it rendered, or nothing more if it streamed and ended."""
+        return ALREADY_SENT if self._stream is not None else self.render()
 
     async def _finish_async(self, pending: Awaitable[Any]) -> Response:
         try:

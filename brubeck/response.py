@@ -6,6 +6,7 @@ splitting); every response is framed with Content-Length unless its status forbi
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable, Mapping
 from email.utils import formatdate
@@ -19,13 +20,30 @@ _PHRASES: dict[int, str] = {status.value: status.phrase for status in HTTPStatus
 _PHRASES.update({418: "I'm a Teapot", 425: "Too Early", 509: "Bandwidth Limit Exceeded"})
 
 #: Statuses that never carry a body nor a Content-Length (RFC 9110 §8.6, §15.3.5, §15.4.5).
-_NO_BODY = frozenset([*range(100, 200), 204, 304])
+NO_BODY = frozenset([*range(100, 200), 204, 304])
 
 DEFAULT_CONTENT_TYPE = "text/html; charset=utf-8"
 _DEFAULT_TYPE_LINE = f"Content-Type: {DEFAULT_CONTENT_TYPE}\r\n"
 JSON_CONTENT_TYPE = "application/json"
 
 _FORBIDDEN = str.maketrans("", "", "\r\n\0")
+
+#: A header name is an RFC 9110 token: anything else (a tab, "/", a letter outside ASCII)
+#: makes strict clients refuse the whole response, and lenient ones read it their own way.
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+#: Final statuses only: a 1xx is interim (RFC 9110 §15.2), and a client that got one as the
+#: only answer would wait for the final one forever.
+FINAL_STATUSES = range(200, 1000)
+
+
+def check_status(status: object) -> None:
+    """Refuse anything but an int status of a final response."""
+    if not isinstance(status, int) or status not in FINAL_STATUSES:
+        raise ValueError(
+            f"HTTP status must be an int in 200..999, got {status!r}"
+            + (" (1xx are interim responses, never an answer)" if status in range(100, 200) else "")
+        )
 
 
 def reason_phrase(status: int) -> str:
@@ -35,8 +53,8 @@ def reason_phrase(status: int) -> str:
 
 def check_header(name: str, value: str) -> None:
     """Refuse header text that would split the response or break its framing."""
-    if not name or name.translate(_FORBIDDEN) != name or ":" in name or " " in name:
-        raise ValueError(f"invalid HTTP header name {name!r}")
+    if _TOKEN.fullmatch(name) is None:
+        raise ValueError(f"invalid HTTP header name {name!r} (letters, digits and !#$%&'*+-.^_`|~)")
     if value.translate(_FORBIDDEN) != value:
         raise ValueError(f"header {name!r} has CR, LF or NUL in its value {value!r}")
     if not value.isascii():
@@ -139,8 +157,8 @@ class Response:
         reason: str | None = None,
         content_type: str | None = None,
     ) -> None:
-        if not isinstance(status, int) or not 100 <= status <= 999:
-            raise ValueError(f"HTTP status must be an int in 100..999, got {status!r}")
+        if not isinstance(status, int) or status not in FINAL_STATUSES:
+            check_status(status)
         if reason is not None and reason.translate(_FORBIDDEN) != reason:
             raise ValueError(f"reason phrase has CR, LF or NUL: {reason!r}")
         self.status = status
@@ -169,7 +187,7 @@ _STATUS_LINES: dict[int, str] = {
     code: f"HTTP/1.1 {code} {phrase}\r\n" for code, phrase in _PHRASES.items()
 }
 #: Headers whose value is the framing's business, not the handler's.
-_MANAGED = frozenset(["content-length", "connection", "date"])
+_MANAGED = frozenset(["content-length", "connection", "date", "transfer-encoding"])
 #: A 304 leaves out the representation's own metadata: the client keeps what it cached
 #: (RFC 9110 §15.4.5).
 _NOT_MODIFIED_SKIPS = _MANAGED | {
@@ -178,8 +196,6 @@ _NOT_MODIFIED_SKIPS = _MANAGED | {
     "content-language",
     "content-range",
 }
-#: A streamed response frames itself with chunks (or the close), never a handler's header.
-_STREAM_MANAGED = _MANAGED | {"transfer-encoding"}
 
 
 #: Pre-encoded status line and Content-Type, by status then type.
@@ -194,7 +210,7 @@ _CONNECTION_LINES = {
 
 def _cache_prefix(status: int, name: str, value: str) -> bytes:
     """Pre-encode status line plus one Content-Type; b"" means: not cacheable, go the long way."""
-    if name.lower() != "content-type" or status in _NO_BODY:
+    if name.lower() != "content-type" or status in NO_BODY or status == 205:
         return b""
     try:
         prefix = f"{_STATUS_LINES[status]}Content-Type: {value}\r\n".encode("latin-1")
@@ -256,9 +272,11 @@ def encode_response(
     parts, has_type = _head_parts(
         status, headers, reason, _MANAGED if status != 304 else _NOT_MODIFIED_SKIPS
     )
-    if status in _NO_BODY:
+    if status in NO_BODY:
         body = b""
     else:
+        if status == 205:  # "reset your form": it MUST NOT carry content (RFC 9110 §15.3.6)
+            body = b""
         if not has_type and body:
             parts.append(_DEFAULT_TYPE_LINE)
         parts.append(f"Content-Length: {len(body)}\r\n")
@@ -282,13 +300,16 @@ def encode_stream_head(
 ) -> bytes:
     """The head of a response whose body follows in pieces: of a known ``length``, chunked,
     or ended by a close."""
-    parts, has_type = _head_parts(status, headers, reason, _STREAM_MANAGED)
-    if not has_type:
-        parts.append(_DEFAULT_TYPE_LINE)
-    if length is not None:
-        parts.append(f"Content-Length: {length}\r\n")
-    elif chunked:
-        parts.append("Transfer-Encoding: chunked\r\n")
+    parts, has_type = _head_parts(
+        status, headers, reason, _MANAGED if status != 304 else _NOT_MODIFIED_SKIPS
+    )
+    if status not in NO_BODY:
+        if not has_type:
+            parts.append(_DEFAULT_TYPE_LINE)
+        if length is not None:
+            parts.append(f"Content-Length: {length}\r\n")
+        elif chunked:
+            parts.append("Transfer-Encoding: chunked\r\n")
     parts.append(_date.line())
     if connection:
         parts.append(f"Connection: {connection}\r\n")

@@ -108,6 +108,10 @@ def _route_methods(target: Any, methods: Iterable[str] | None) -> frozenset[str]
             found &= answered
     elif is_handler_class:
         found = frozenset(target.allowed_methods())
+        if not found:  # a misspelt ``Get``: every request would be a 404, with no clue why
+            raise ValueError(
+                f"{target.__name__} has no verb method (get, post, ...): no request can reach it"
+            )
     else:
         found = frozenset({"GET"})
     if "GET" in found:

@@ -76,6 +76,16 @@ def _header_name(text: str) -> str | None:
         return None
     if value.lower() in ("1", "true", "yes", "on"):
         return "X-Request-Id"
+    from .response import check_header
+
+    check_header(value, "")  # a ValueError names what is wrong with it
+    return value
+
+
+def _endpoint(text: str) -> str:
+    value = text.strip()
+    if "://" not in value or len(value.split()) != 1:
+        raise ValueError("give one ZeroMQ endpoint (e.g. tcp://127.0.0.1:9999)")
     return value
 
 
@@ -98,8 +108,8 @@ class EnvVar:
 
 
 ENVIRONMENT: tuple[EnvVar, ...] = (
-    EnvVar("BRUBECK_PULL_ADDR", "pull", "cli", _text, "the PULL address (`--pull`)"),
-    EnvVar("BRUBECK_PUB_ADDR", "pub", "cli", _text, "the PUB address (`--pub`)"),
+    EnvVar("BRUBECK_PULL_ADDR", "pull", "cli", _endpoint, "the PULL address (`--pull`)"),
+    EnvVar("BRUBECK_PUB_ADDR", "pub", "cli", _endpoint, "the PUB address (`--pub`)"),
     EnvVar("BRUBECK_WORKERS", "workers", "cli", _int_at_least(1), "handler processes"),
     EnvVar("BRUBECK_LOG_LEVEL", "log_level", "cli", _log_level, "`--log-level`"),
     EnvVar("BRUBECK_JSON_LOGS", "json_logs", "cli", _bool, "`--json-logs`"),
@@ -193,5 +203,7 @@ def apply_to_app(app: Any, found: Mapping[str, tuple[EnvVar, Any]]) -> None:
             setattr(app, key, value)
         elif var.where == "setting":
             app.settings[key] = value
+    if "request_timeout" in found:  # read into an attribute when the app was made
+        app.request_timeout = app.settings["request_timeout"]
     if any(key in found for key in ("max_body_size", "max_form_parts", "max_form_fields_size")):
         app.body_limits = BodyLimits.from_settings(app.settings)

@@ -25,10 +25,11 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from .access import stream_headers
 from .compression import gzipped_headers, negotiate
 from .protocol import decimal
 from .request import connection_policy
-from .response import encode_stream_head
+from .response import NO_BODY, encode_stream_head
 
 log = logging.getLogger("brubeck.streaming")
 
@@ -190,9 +191,16 @@ class ResponseStream:
     ) -> None:
         self._app = app
         self.request = request
-        self.head_only = request.method == "HEAD"
+        headers = stream_headers(app, request, headers)
+        # A 204 or 304 has no body whatever the handler writes (RFC 9110 §6.4.1): its head
+        # goes alone, unchunked, as a complete response's would.
+        bodyless = status in NO_BODY
+        self.head_only = bodyless or request.method == "HEAD"
         connection: str | None
-        if length is None:
+        if bodyless:
+            self.chunked = False
+            connection, self.close = connection_policy(request)
+        elif length is None:
             self.chunked = request.version != "HTTP/1.0"
             # HTTP/1.0 has no chunks: the body ends when the connection does.
             self.close = not self.chunked or not request.keep_alive
@@ -206,7 +214,7 @@ class ResponseStream:
         self._timer: asyncio.TimerHandle | None = None
         self._gzip: Any = None
         level = app.stream_gzip_level
-        if level is not None and length is None and not _is_event_stream(headers):
+        if level is not None and length is None and not bodyless and not _is_event_stream(headers):
             plan = negotiate(request, status, headers, True)
             if plan is not None:
                 headers, takes_gzip = plan

@@ -38,7 +38,10 @@ class WaitingRoom:
         future: asyncio.Future[Response | None] = asyncio.get_running_loop().create_future()
         self._waiting[request] = future
         try:
-            answer = await asyncio.wait_for(future, timeout)
+            # Awaited directly (not through wait_for): a timeout or a disconnect cancels the
+            # task, which cancels this future at once, so a release in the same turn skips it.
+            async with asyncio.timeout(timeout):
+                answer = await future
         except TimeoutError:
             return on_timeout if on_timeout is not None else Response(b"", 204)
         finally:
@@ -49,7 +52,11 @@ class WaitingRoom:
     def release(self, response: Response) -> int:
         """Send ``response`` to every waiting request at once; returns how many got it."""
         app = self._app
-        entries = list(self._waiting.items())
+        # A done future is a waiter that timed out or whose client left (cancelled): its
+        # task answers for itself, or nobody is there to answer.
+        entries = [
+            (request, future) for request, future in self._waiting.items() if not future.done()
+        ]
         self._waiting.clear()
         shared = [
             request

@@ -805,3 +805,9 @@ async def test_requests_queued_at_stop_that_cannot_be_answered_are_logged(
         r for r in caplog.records if r.getMessage() == "dropped a message: handling it failed"
     ]
     assert len(dropped) == 1 and "replies are waiting for Mongrel2" in caplog.text
+
+
+@pytest.mark.parametrize("timeout", [float("nan"), float("inf"), -1.0])
+def test_a_shutdown_timeout_that_would_never_end_a_stop_is_refused(timeout: float) -> None:
+    with pytest.raises(ValueError, match="shutdown_timeout"):
+        Brubeck(shutdown_timeout=timeout)

@@ -97,13 +97,18 @@ def test_methods_of_a_function_route(methods: Any, expected: set[str]) -> None:
         (Reader, {"GET", "HEAD"}),
         (Writer, {"POST", "DELETE"}),
         (Everything, {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}),
-        (MessageHandler, set()),
     ],
 )
 def test_methods_of_a_handler_class_are_the_verbs_it_defines(
     handler: type[MessageHandler], expected: set[str]
 ) -> None:
     assert Route("/", handler).methods == expected
+
+
+def test_a_class_without_verbs_is_refused_when_routed() -> None:
+    """Every request to it would be a 404 with no clue why (a misspelt ``Get``, say)."""
+    with pytest.raises(ValueError, match="MessageHandler has no verb method"):
+        Route("/", MessageHandler)
 
 
 def test_explicit_methods_override_the_class_verbs() -> None:
