@@ -18,6 +18,7 @@ import inspect
 import logging
 import math
 import os
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from contextvars import copy_context
 from time import perf_counter
@@ -105,10 +106,12 @@ class Brubeck(AwaitingRequests):
         "_addresses",
         "_compress",
         "_etags",
+        "_held",
         "_inflight",
         "_on_shutdown",
         "_on_startup",
         "_order",
+        "_receiver",
         "_shaping",
         "_stopping",
         "_streams",
@@ -161,6 +164,8 @@ class Brubeck(AwaitingRequests):
         self._on_startup: list[Hook] = []
         self._on_shutdown: list[Hook] = []
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._held: deque[bytes] | None = None
+        self._receiver: Callable[[bytes], None] = self.handle_message
         #: Pipelined answers leave in request order.
         self._order = AnswerOrder(self.respond)
         self._inflight = InFlight()
@@ -644,6 +649,7 @@ class Brubeck(AwaitingRequests):
         self._forget_connection(conn_id)
 
     def _forget_connection(self, conn_id: bytes) -> None:
+        self._drop_held(conn_id)  # its requests that wait for a slot: nobody to answer
         if self._streams:
             self._streams.forget(conn_id)
         for request in self._order.forget(conn_id):  # answered, but queued behind another
@@ -674,6 +680,8 @@ class Brubeck(AwaitingRequests):
         assert self.msg_conn is not None
         self.epoch = self.msg_conn.epoch
         in_progress = len(self._inflight)
+        queued += len(self._held or ())
+        self._drop_held()
         websockets = self.websockets.mongrel2_lost()
         uploads = self._streams.close_all()
         for conn_id in {*self._inflight.conn_ids(), *self._order.queues}:
@@ -725,16 +733,15 @@ class Brubeck(AwaitingRequests):
         self.msg_conn.on_lost = self._mongrel2_lost
         self.epoch = self.msg_conn.epoch
         self.msg_conn.open()
-        self.msg_conn.start_reading(
-            self.handle_message if self._to_owner is None else self._handle_owned
-        )
+        self._receiver = self.handle_message if self._to_owner is None else self._handle_owned
+        self.msg_conn.start_reading(self._receiver)
         keep_alive = asyncio.get_running_loop().create_task(self._housekeeping(keepalive))
         try:
             await self._stopping.wait()
         finally:
             keep_alive.cancel()
             # Requests ZeroMQ already queued for this process are answered, not dropped.
-            for raw in self.msg_conn.stop_receiving():
+            for raw in [*self._take_held(), *self.msg_conn.stop_receiving()]:
                 self._handlelogged(raw)
             # Their remaining pieces would come to a process that is gone: answer them now.
             await self._streams.end_all(HTTPError(503, "the server is restarting; send it again"))
@@ -748,8 +755,7 @@ class Brubeck(AwaitingRequests):
 
     def _handlelogged(self, raw: bytes) -> None:
         try:
-            handle = self.handle_message if self._to_owner is None else self._handle_owned
-            copy_context().run(handle, raw)  # each in a context of its own, as when served
+            copy_context().run(self._receiver, raw)  # a context of its own, as when served
         except Exception:
             log.exception("dropped a message: handling it failed")
 

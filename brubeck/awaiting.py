@@ -6,6 +6,11 @@ out from the task's done callback, in its connection's order. This module is tha
 ``Brubeck`` (a base class: the state lives on the app): starting the tasks, answering them,
 their timeouts (one sweep a second rather than a timer each), Mongrel2's keep-alive for
 connections they hold, the ``max_in_flight`` limit, and waiting for them at shutdown.
+
+At ``max_in_flight``, reading goes on: Mongrel2's notices are handled at once (a client that
+left frees its slot; credits keep streams moving), requests wait here in order and start as
+slots free up; only past ``held_limit`` waiting requests does reading stop, and the rest wait
+in ZeroMQ's queue (once that is full, Mongrel2 hands new requests to other processes).
 """
 
 from __future__ import annotations
@@ -13,13 +18,16 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+from collections import deque
 from collections.abc import Callable
+from contextvars import copy_context
 from functools import partial
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any
 
 from .errors import HTTPError
 from .handlers import MessageHandler, as_response
+from .protocol import NOTICE_PATH
 from .response import ALREADY_SENT, Response
 
 if TYPE_CHECKING:
@@ -34,6 +42,10 @@ log = logging.getLogger("brubeck.app")
 class AwaitingRequests:
     """The tasks of a ``Brubeck`` app: requests whose handler awaits, and background work."""
 
+    #: Requests that may wait in the process while ``max_in_flight`` run (about as many as
+    #: ZeroMQ's own queue holds by default); past it reading stops.
+    held_limit = 1000
+
     # Set by Brubeck.__init__.
     msg_conn: Mongrel2Connection | None
     max_in_flight: int
@@ -43,6 +55,10 @@ class AwaitingRequests:
     _timed_out: set[asyncio.Task[Any]]
     _inflight: InFlight
     _order: AnswerOrder
+    #: What reads each message (``handle_message``, or its owner-aware twin).
+    _receiver: Callable[[bytes], None]
+    #: Requests read while ``max_in_flight`` tasks run, in order; None while not full.
+    _held: deque[bytes] | None
 
     if TYPE_CHECKING:
 
@@ -148,8 +164,10 @@ class AwaitingRequests:
         """Count a task against ``max_in_flight`` until ``done`` runs (it calls ``_forget``)."""
         self._tasks.add(task)
         task.add_done_callback(done)
-        if len(self._tasks) >= self.max_in_flight and self.msg_conn is not None:
-            self.msg_conn.pause_reading()  # the rest wait in ZeroMQ's queues
+        full = len(self._tasks) >= self.max_in_flight
+        if full and self._held is None and self.msg_conn is not None:
+            self._held = deque()
+            self.msg_conn.set_receiver(self._hold)
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -158,8 +176,53 @@ class AwaitingRequests:
 
     def _forget(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
-        if len(self._tasks) < self.max_in_flight and self.msg_conn is not None:
+        if self._held is not None and len(self._tasks) < self.max_in_flight:
+            self._start_held()
+
+    def _hold(self, raw: bytes) -> None:
+        """The receiver while full: notices now, requests in turn (see the module's doc)."""
+        held = self._held
+        if held is None:  # no longer full: a slot freed during this run of messages
+            self._receiver(raw)
+            return
+        if raw.split(b" ", 3)[2:3] == [NOTICE_PATH]:
+            self._receiver(raw)
+            return
+        held.append(raw)
+        if len(held) >= self.held_limit and self.msg_conn is not None:
+            self.msg_conn.pause_reading()  # the rest wait in ZeroMQ's queues
+
+    def _start_held(self) -> None:
+        """Slots are free: start the held requests, oldest first; once none is left, read."""
+        held = self._held
+        assert held is not None
+        while held and len(self._tasks) < self.max_in_flight:
+            try:
+                copy_context().run(self._receiver, held.popleft())
+            except Exception:
+                log.exception("dropped a message: handling it failed")
+        if self.msg_conn is None:
+            return
+        if not held and len(self._tasks) < self.max_in_flight:
+            self._held = None
+            self.msg_conn.set_receiver(self._receiver)
             self.msg_conn.resume_reading()  # a no-op unless paused, and once stopping
+        elif len(held) < self.held_limit:
+            self.msg_conn.resume_reading()  # room to hold more, and notices to hear
+
+    def _drop_held(self, conn_id: bytes | None = None) -> None:
+        """Forget held requests of a client that left (of every client: ``None``)."""
+        if self._held:
+            if conn_id is None:
+                self._held.clear()
+            else:
+                kept = [raw for raw in self._held if raw.split(b" ", 2)[1:2] != [conn_id]]
+                self._held = deque(kept)
+
+    def _take_held(self) -> list[bytes]:
+        """At a stop: the held requests, to be answered before those still in ZeroMQ."""
+        held, self._held = list(self._held or ()), None
+        return held
 
     async def _housekeeping(self, interval: float) -> None:
         """Each tick: cancel handlers past their timeout; every ``interval``, reset Mongrel2's

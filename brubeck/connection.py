@@ -302,6 +302,10 @@ class Mongrel2Connection:
         self._paused = True
         self.resume_reading()
 
+    def set_receiver(self, on_message: Callable[[bytes], None]) -> None:
+        """Send the messages read from now on (the next one included) to ``on_message``."""
+        self._on_message = on_message
+
     def pause_reading(self) -> None:
         """Read nothing more until ``resume_reading``; new messages wait in ZeroMQ's queue."""
         if not self._paused:
@@ -323,7 +327,7 @@ class Mongrel2Connection:
             if discarded:
                 log.info("discarded %d messages from the Mongrel2 that went away", discarded)
             return
-        sync, handle, again, nowait = self._pull_sync, self._on_message, zmq.Again, zmq.NOBLOCK
+        sync, again, nowait = self._pull_sync, zmq.Again, zmq.NOBLOCK
         for start in range(0, self.max_batch, self.reply_batch):
             # Replies made while handling this run of messages are held and handed to ZeroMQ
             # together at its end (see send_raw), after any made earlier in this turn.
@@ -340,7 +344,7 @@ class Mongrel2Connection:
                     try:
                         # Each message in a context of its own, as if it were a task: a
                         # ContextVar a handler sets (a user, a request id) stays its own.
-                        copy_context().run(handle, raw)  # type: ignore[arg-type]
+                        copy_context().run(self._on_message, raw)  # type: ignore[arg-type]
                     except Exception:
                         log.exception("dropped a message: handling it failed")
             finally:

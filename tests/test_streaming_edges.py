@@ -17,7 +17,7 @@ from brubeck.streaming import format_event
 from brubeck.testing import TestClient, TestResponse
 from brubeck.waiting import WaitingRoom
 from tests import fixtures
-from tests.test_app_edges import until
+from tests.test_app_edges import quiet, until
 from tests.test_delivery_hardening import notice
 
 
@@ -193,3 +193,95 @@ def test_a_retry_cannot_smuggle_fields_into_an_event(retry: object) -> None:
     refused, never written into the stream as extra fields."""
     with pytest.raises((ValueError, OverflowError)):
         format_event("x", retry=retry)  # type: ignore[arg-type]
+
+
+# max_in_flight
+
+
+async def test_a_disconnect_is_heard_while_the_app_is_at_max_in_flight() -> None:
+    """Was a bug. At max_in_flight a disconnect notice must still be read and free its slot."""
+    # Reading pauses for notices too: on_connection_close never runs, the task keeps its slot
+    # until its own timeout (an hour for the documented SSE ticker) and nothing is served.
+    closed: list[bytes] = []
+    app = Brubeck(max_in_flight=1, shutdown_timeout=0.2)
+
+    class Hold(WebMessageHandler):
+        timeout = 3600
+
+        async def get(self) -> None:
+            await asyncio.Event().wait()
+
+        def on_connection_close(self) -> None:
+            closed.append(self.request.conn_id)
+
+    class Quick(WebMessageHandler):
+        def get(self) -> str:
+            return "quick"
+
+    app.add_route_rule(r"^/hold$", Hold)
+    app.add_route_rule(r"^/quick$", Quick)
+    async with TestClient(app, timeout=1.0) as client:
+        await client.send_raw(client.build_message("GET", "/hold", conn_id=1))
+        await until(lambda: len(app._inflight) == 1, "the held request")
+        await client.send_raw(notice(client, 1, "disconnect"))
+        try:
+            await until(lambda: closed, "on_connection_close", timeout=1.0)
+        except TimeoutError:
+            pytest.fail("the disconnect notice was not read while at max_in_flight")
+        await client.send_raw(client.build_message("GET", "/quick", conn_id=2))
+        assert TestResponse(await client.receive(2), closed=False).text == "quick"
+        assert await quiet(client, 1, 0.05)
+
+
+def full_app() -> tuple[Brubeck, asyncio.Event]:
+    """max_in_flight=1: one /hold fills the process; /quick answers at once once it runs."""
+    gate = asyncio.Event()
+    app = Brubeck(max_in_flight=1, shutdown_timeout=0.2)
+
+    class Hold(WebMessageHandler):
+        async def get(self) -> str:
+            await gate.wait()
+            return "held"
+
+    class Quick(WebMessageHandler):
+        def get(self) -> str:
+            return f"quick {self.request.conn_id.decode()}"
+
+    app.add_route_rule(r"^/hold$", Hold)
+    app.add_route_rule(r"^/quick$", Quick)
+    return app, gate
+
+
+async def test_requests_held_while_full_start_in_order_as_slots_free(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(Brubeck, "held_limit", 1)
+    app, gate = full_app()
+    async with TestClient(app, timeout=1.0) as client:
+        await client.send_raw(client.build_message("GET", "/hold", conn_id=1))
+        await until(lambda: len(app._inflight) == 1, "the held request")
+        await client.send_raw(client.build_message("GET", "/hold", conn_id=2))
+        await client.send_raw(client.build_message("GET", "/quick", conn_id=3))
+        await until(lambda: len(app._held or ()) == 1, "one request held, then reading paused")
+        assert app.msg_conn is not None and app.msg_conn._paused  # the rest wait in ZeroMQ
+        assert await quiet(client, 3, 0.05)
+        gate.set()  # 1 answers; 2 starts (and answers at once); then 3 is read and answered
+        assert (await answer(client, 1)).text == "held"
+        assert (await answer(client, 2)).text == "held"
+        assert (await answer(client, 3)).text == "quick 3"
+    assert app._held is None
+
+
+async def test_a_held_request_of_a_client_that_left_is_never_answered() -> None:
+    """Its connection id may belong to another client by the time a slot frees."""
+    app, gate = full_app()
+    async with TestClient(app, timeout=1.0) as client:
+        await client.send_raw(client.build_message("GET", "/hold", conn_id=1))
+        await until(lambda: len(app._inflight) == 1, "the held request")
+        await client.send_raw(client.build_message("GET", "/quick", conn_id=2))
+        await until(lambda: len(app._held or ()) == 1, "the second request held")
+        await client.send_raw(notice(client, 2, "disconnect"))
+        await until(lambda: not app._held, "the held request dropped")
+        gate.set()
+        assert (await answer(client, 1)).text == "held"
+        assert await quiet(client, 2, 0.1)
