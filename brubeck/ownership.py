@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
+from contextvars import copy_context
 from typing import TYPE_CHECKING, Any
 
 import tnetstring
@@ -58,7 +59,9 @@ class Ownership:
     """
 
     def __init__(self, registry: WebSocketRegistry, peers: Sequence[str], index: Any) -> None:
-        if isinstance(peers, str) or not all(isinstance(p, str) and p for p in peers):
+        # A list or tuple: a set's order follows string hashing, which differs per process,
+        # and every process must compute the same owner for a connection.
+        if not isinstance(peers, (list, tuple)) or not all(isinstance(p, str) and p for p in peers):
             raise ValueError(
                 f"websocket_peers must be a list of ZeroMQ endpoints, one per process, got "
                 f"{peers!r}"
@@ -160,7 +163,7 @@ class Ownership:
 
     def fanout(self, room: str, frame: bytes) -> None:
         """Have every other process send a frame to its members of a room."""
-        name = room.encode("utf-8")
+        name = room.encode("utf-8", "surrogatepass")  # a client's "\ud800" names a room too
         for i in self._pushes:
             self._send(i, [_ROOM, name, frame])
 
@@ -191,9 +194,9 @@ class Ownership:
             self.received += 1
             try:
                 if parts[0] == _MESSAGE and len(parts) == 2:
-                    app.handle_message(parts[1])
+                    copy_context().run(app.handle_message, parts[1])  # as connection.py
                 elif parts[0] == _ROOM and len(parts) == 3:
-                    room = parts[1].decode("utf-8")
+                    room = parts[1].decode("utf-8", "surrogatepass")
                     self.registry.send_frame(self.registry.members(room), parts[2])
                 else:
                     log.warning("dropped a malformed message from a WebSocket peer")

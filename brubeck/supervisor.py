@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -60,8 +61,10 @@ class Backoff:
     give_up_after: int = 10
 
     def __post_init__(self) -> None:
-        if not (0 < self.base <= self.cap) or self.healthy_after < 0:
-            raise ValueError(f"Backoff needs 0 < base <= cap and healthy_after >= 0: {self}")
+        if not (0 < self.base <= self.cap < math.inf and 0 <= self.healthy_after < math.inf):
+            raise ValueError(
+                f"Backoff needs 0 < base <= cap and healthy_after >= 0, finite: {self}"
+            )
         if isinstance(self.give_up_after, bool) or not isinstance(self.give_up_after, int):
             raise TypeError(f"give_up_after must be an int, got {self.give_up_after!r}")
         if self.give_up_after < 0:
@@ -124,6 +127,12 @@ class Supervisor:
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
+        # NaN fails every comparison: it would never kill a worker, or never sleep.
+        if not (0 <= shutdown_timeout < math.inf and 0 < poll_interval < math.inf):
+            raise ValueError(
+                f"need a finite shutdown_timeout >= 0 and poll_interval > 0, got "
+                f"{shutdown_timeout!r}, {poll_interval!r}"
+            )
         self.command = list(command)
         self.env = dict(os.environ if env is None else env)
         self.shutdown_timeout = shutdown_timeout

@@ -9,7 +9,8 @@ Rules of this module:
 - a request is resent with the same id when its attempt's share of the timeout runs out. The
   first reply to any attempt is the answer, so a resend never throws away work in progress,
   and the broker ignores a resend while the first copy is queued or held by a live worker;
-- after ``timeout`` seconds in all the call raises ``ServiceUnavailable``: it never hangs;
+- after ``timeout`` seconds in all the call raises ``ServiceUnavailable``: it never hangs, and
+  it sends nothing once that deadline has passed, however many ``retries`` it was given;
 - a client belongs to the event loop that first used it.
 """
 
@@ -25,6 +26,7 @@ import zmq
 import zmq.asyncio
 
 from . import mdp
+from .checks import check_count
 from .errors import PayloadError, RemoteError, ServiceError, ServiceUnavailable
 from .payload import decode, encode, error_message
 from .sockets import LoopSocket
@@ -38,8 +40,8 @@ class ServiceClient:
     Args:
         address: the broker's endpoint, e.g. ``tcp://127.0.0.1:5555``.
         timeout: default seconds a request may take in all, retries included.
-        retries: default resends after the first attempt; each attempt gets an equal share
-            of the timeout.
+        retries: default resends after the first attempt (an int); each attempt gets an
+            equal share of the timeout, and none is sent after the timeout.
         context: the ZeroMQ context (by default the shared asyncio one).
     """
 
@@ -152,12 +154,18 @@ class ServiceClient:
         self._pending[request_id] = (service, future)
         start = loop.time()
         deadline = start + timeout
+        sent = 0
         try:
             for attempt in range(attempts):
                 if attempt:
+                    # The loop may be late: an attempt's share can end before it is sent
+                    # (with many retries, a share is shorter than a turn of the loop).
+                    if loop.time() >= deadline:
+                        break
                     self.resends += 1
                 if not await self._send(frames, deadline):
                     break
+                sent += 1
                 attempt_ends = start + timeout * (attempt + 1) / attempts
                 await asyncio.wait({future}, timeout=max(0.0, attempt_ends - loop.time()))
                 if future.done():
@@ -168,7 +176,7 @@ class ServiceClient:
                 future.exception()  # close() may have failed it while _send raised: retrieved
         raise ServiceUnavailable(
             f"service {service.decode()!r} did not answer within {timeout:g}s "
-            f"({attempts} attempt{'s' if attempts > 1 else ''} through the broker at "
+            f"({sent} attempt{'s' if sent != 1 else ''} through the broker at "
             f"{self.address}): no worker for it is running, the broker is down, or the work "
             f"takes longer than the timeout"
         )
@@ -200,10 +208,12 @@ class ServiceClient:
 
 
 def _check_settings(timeout: float, retries: int) -> None:
-    """Refuse a timeout or retries that would make a call give up at once, wait forever, or
-    try zero times; the same rules for the constructor's defaults and one call's values."""
+    """Refuse a timeout or retries that would make a call give up at once, wait forever, try
+    zero times or fail later in ``range``; the same rules for the constructor's defaults and
+    one call's values."""
     if not (0 < timeout < math.inf and retries >= 0):  # NaN fails every comparison
         raise ValueError(
             f"need timeout > 0 and retries >= 0, got {timeout}, {retries}: the timeout is a "
             f"finite number of seconds, the retries a count of resends"
         )
+    check_count("retries", retries, 0)  # 1.5 and True pass the comparison above

@@ -6,10 +6,17 @@ Rules of this module:
 - the producer's PUSH deals each job to the next connected worker that has room, which is
   how a new worker process joins the rotation: it connects, and gets the next jobs;
 - queues are bounded: ``hwm`` jobs per worker link at the producer. ``push`` waits up to
-  ``timeout`` for room, then raises ``ServiceUnavailable``; it never drops a job silently and
-  never waits forever;
-- delivery is at most once: a job handed to a worker that dies with it is lost. Use a service
-  (``ServiceClient``) when the caller must know the work was done.
+  ``timeout`` for room, then raises ``ServiceUnavailable``; it never discards a job itself and
+  never waits forever. Its ``timeout``, like the constructor's, is a finite number of seconds;
+- delivery is at most once, and a job ``push`` has queued is not yet delivered. The jobs
+  ZeroMQ has queued for one worker are lost when that worker disconnects, **even when it stops
+  gracefully** (``stop()`` finishes the jobs running, not the ones queued): up to ``hwm`` at
+  the producer's link to it, what that TCP connection holds in transit (libzmq's I/O batches
+  and the kernel's socket buffers: bytes, so thousands of small jobs), and up to
+  ``concurrency`` at the worker. PUSH/PULL has no acknowledgement, so neither end can tell
+  which jobs those were, nor resend them. A small ``hwm`` bounds the part queued at the
+  producer; when work must not be lost, use a service (``ServiceClient``), which answers
+  every request or raises, and resends.
 """
 
 from __future__ import annotations
@@ -17,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
@@ -26,6 +32,7 @@ import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
 from ..loops import run_until_signal
+from .checks import check_count, check_seconds
 from .errors import PayloadError, ServiceUnavailable
 from .payload import decode, encode
 from .running import Handler, being_cancelled, call_handler
@@ -43,8 +50,10 @@ class JobQueue:
         address: where workers find the queue, e.g. ``tcp://127.0.0.1:5560``.
         bind: bind ``address`` (the default: workers connect to it) or connect to it (when
             the workers' side binds, e.g. a results collector).
-        hwm: most jobs queued per connected worker before ``push`` has to wait.
-        timeout: default seconds ``push`` waits for room before ``ServiceUnavailable``.
+        hwm: most jobs queued per connected worker before ``push`` has to wait (an int). They
+            are lost if that worker disconnects before taking them (see the module's rules).
+        timeout: default seconds ``push`` waits for room before ``ServiceUnavailable``
+            (finite, 0 or more).
         context: the ZeroMQ context (by default the shared asyncio one).
     """
 
@@ -57,20 +66,15 @@ class JobQueue:
         timeout: float = 5.0,
         context: zmq.asyncio.Context | None = None,
     ) -> None:
-        if not (hwm >= 1 and 0 <= timeout < math.inf):  # NaN fails every comparison
-            raise ValueError(
-                f"need hwm >= 1 and timeout >= 0, got {hwm}, {timeout}: the timeout is a finite "
-                f"number of seconds"
-            )
         self.address = address
         self.bind = bind
-        self.hwm = hwm
-        self.timeout = timeout
+        self.hwm = check_count("hwm", hwm, 1)
+        self.timeout = check_seconds("timeout", timeout)
         self._context = context
         self._socket: zmq.asyncio.Socket | None = None
         self._monitor: zmq.asyncio.Socket | None = None
         self._watcher: asyncio.Task[None] | None = None
-        self._peers: set[int] = set()
+        self._connections = _Connections()
         self._peers_changed: asyncio.Event | None = None
 
     def open(self) -> None:
@@ -83,12 +87,7 @@ class JobQueue:
         sock.setsockopt(zmq.LINGER, 1000)
         # Connected, not bound: queue nothing for a peer that is not there.
         sock.setsockopt(zmq.IMMEDIATE, 1)
-        monitor = sock.get_monitor_socket(
-            zmq.EVENT_ACCEPTED
-            | zmq.EVENT_CONNECTED
-            | zmq.EVENT_HANDSHAKE_SUCCEEDED
-            | zmq.EVENT_DISCONNECTED
-        )
+        monitor = sock.get_monitor_socket(_Connections.EVENTS)
         try:
             self.address = bind_or_connect(
                 sock, self.address, bind=self.bind, owner="the job queue"
@@ -104,40 +103,46 @@ class JobQueue:
 
     @property
     def workers(self) -> int:
-        """Workers connected now (over tcp or ipc; inproc peers are not counted)."""
-        return len(self._peers)
+        """Workers connected now, past the ZMTP handshake (over tcp or ipc; inproc peers are
+        not counted)."""
+        return self._connections.workers
 
     async def wait_for_workers(self, count: int = 1, timeout: float | None = None) -> None:
         """Return once ``count`` workers are connected; ``ServiceUnavailable`` after ``timeout``."""
+        check_count("count", count, 0)
+        timeout = self.timeout if timeout is None else check_seconds("timeout", timeout)
         self.open()
         assert self._peers_changed is not None
         try:
-            async with asyncio.timeout(self.timeout if timeout is None else timeout):
-                while len(self._peers) < count:
+            async with asyncio.timeout(timeout):
+                while self.workers < count:
                     self._peers_changed.clear()
                     await self._peers_changed.wait()
         except TimeoutError:
             raise ServiceUnavailable(
-                f"{len(self._peers)} of {count} job workers connected to {self.address} in time"
+                f"{self.workers} of {count} job workers connected to {self.address} in time"
             ) from None
 
     async def push(self, payload: Any, *, timeout: float | None = None) -> None:
-        """Queue one job; wait up to ``timeout`` for room, then raise ``ServiceUnavailable``."""
+        """Queue one job; wait up to ``timeout`` for room, then raise ``ServiceUnavailable``.
+
+        Queued is not delivered: see the module's rules for when a queued job is lost.
+        """
+        timeout = self.timeout if timeout is None else check_seconds("timeout", timeout)
         frames = encode(payload)
         self.open()
         sock = self._socket
         assert sock is not None
         if send_now(sock, frames):
             return
-        timeout = self.timeout if timeout is None else timeout
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while (left := deadline - loop.time()) > 0:
             await sock.poll(max(1, int(left * 1000)), zmq.POLLOUT)  # type: ignore[call-arg]
             if send_now(sock, frames):
                 return
-        if self._peers:
-            why = f"all {len(self._peers)} connected workers have {self.hwm} jobs waiting"
+        if self.workers:
+            why = f"all {self.workers} connected workers have {self.hwm} jobs waiting"
         else:
             why = "no worker is connected"
         raise ServiceUnavailable(
@@ -159,7 +164,7 @@ class JobQueue:
             self._monitor.close(linger=0)
             self._socket.close(linger=int(linger * 1000))
             self._socket = self._monitor = None
-            self._peers.clear()
+            self._connections = _Connections()
 
     async def __aenter__(self) -> JobQueue:
         self.open()
@@ -169,26 +174,101 @@ class JobQueue:
         await self.close()
 
     async def _watch(self, monitor: zmq.asyncio.Socket) -> None:
-        """Keep ``_peers``, the file descriptors of workers past the ZMTP handshake, up to date.
-
-        A handshake event does not name its connection; connections finish their handshakes
-        in the order they opened, so the oldest one still shaking hands is the one.
-        """
+        """Keep ``_connections`` up to date with the socket's monitor events."""
         assert self._peers_changed is not None
-        shaking: dict[int, None] = {}
         while True:
             event = parse_monitor_message(await monitor.recv_multipart())
-            kind, fd = event["event"], int(event["value"])
-            if kind in (zmq.EVENT_ACCEPTED, zmq.EVENT_CONNECTED):
-                shaking[fd] = None
-            elif kind == zmq.EVENT_HANDSHAKE_SUCCEEDED and shaking:
-                oldest = next(iter(shaking))
-                del shaking[oldest]
-                self._peers.add(oldest)
-            elif kind == zmq.EVENT_DISCONNECTED:
-                shaking.pop(fd, None)
-                self._peers.discard(fd)
+            self._connections.on_event(event["event"], int(event["value"]))
             self._peers_changed.set()
+
+
+class _Connections:
+    """The queue's connections, and how many are workers past the ZMTP handshake.
+
+    libzmq's monitor names a connection, by its file descriptor, when it opens (ACCEPTED or
+    CONNECTED) and closes (DISCONNECTED), but not in a handshake event: SUCCEEDED and the
+    FAILED_NO_DETAIL, _PROTOCOL and _AUTH events carry 0 or an error code. So:
+
+    - a success is credited to the oldest connection still shaking hands: peers greet and are
+      answered in about the order they connected;
+    - a failure is a connection that never shakes hands. libzmq reports it just before that
+      connection's DISCONNECTED, from the same call (an AUTH failure may come earlier, but a
+      socket without a security mechanism, like this one, never has one). So a DISCONNECTED
+      that follows a failure not yet matched is a connection that never shook hands, and any
+      other DISCONNECTED is one that had (libzmq reports no failure for it).
+
+    That makes the count of workers exact: successes, less the disconnects of connections
+    that had shaken hands. Which connection holds a credit can still be wrong, and no event
+    tells: a connection that never greets (a plain TCP health probe) stays the oldest one
+    shaking, so the success of a worker that connects behind it is credited to the probe.
+    Each disconnect shows whether its connection had shaken hands, and a mistake is put right
+    then, keeping the count exact: a connection that closes holding a credit it did not earn
+    passes it on to the oldest connection still shaking, and one that closes without the
+    credit it earned takes one back from the oldest credited connection (the place mistakes
+    go to). Only the count is used, never which descriptor holds a credit.
+
+    The count can be off when events of different connections interleave between a failure
+    and its DISCONNECTED, which needs a context with several I/O threads, and then only until
+    those connections close. Peers speaking ZMTP 1.0 or 2.0 (libzmq 2.x and 3.x) report no
+    handshake success, so they are never counted.
+    """
+
+    EVENTS = (
+        zmq.EVENT_ACCEPTED
+        | zmq.EVENT_CONNECTED
+        | zmq.EVENT_HANDSHAKE_SUCCEEDED
+        | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+        | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+        | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+        | zmq.EVENT_DISCONNECTED
+    )
+    _OPENED = zmq.EVENT_ACCEPTED | zmq.EVENT_CONNECTED
+    _FAILED = (
+        zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+        | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+        | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+    )
+
+    def __init__(self) -> None:
+        #: Open connections by file descriptor, oldest first: whether each holds a credit.
+        self.credited: dict[int, bool] = {}
+        #: Connections credited with a handshake: the workers.
+        self.workers = 0
+        #: Handshake failures whose DISCONNECTED has not come yet.
+        self.failures = 0
+
+    def on_event(self, kind: int, value: int) -> None:
+        if kind & self._OPENED:
+            self._closed(value, shook=self.credited.get(value, False))  # a reused descriptor
+            self.credited[value] = False
+        elif kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            self._credit_oldest_shaking()
+        elif kind & self._FAILED:
+            self.failures += 1
+        elif kind == zmq.EVENT_DISCONNECTED:
+            shook = self.failures == 0
+            self.failures = max(0, self.failures - 1)
+            self._closed(value, shook=shook)
+
+    def _closed(self, fd: int, *, shook: bool) -> None:
+        credited = self.credited.pop(fd, None)
+        if credited is None:  # not seen opening: an inproc peer, or opened before the monitor
+            return
+        if credited:
+            self.workers -= 1
+            if not shook:  # it held a worker's credit: the worker is among those still shaking
+                self._credit_oldest_shaking()
+        elif shook:  # its credit went to an older connection, still shaking: take it back
+            oldest = next((other for other, held in self.credited.items() if held), None)
+            if oldest is not None:
+                self.credited[oldest] = False
+                self.workers -= 1
+
+    def _credit_oldest_shaking(self) -> None:
+        oldest = next((fd for fd, held in self.credited.items() if not held), None)
+        if oldest is not None:
+            self.credited[oldest] = True
+            self.workers += 1
 
 
 class JobWorker:
@@ -199,7 +279,8 @@ class JobWorker:
         handler: ``f(payload)``, ``def`` or ``async def``; its return value is ignored. Or use
             ``@worker.job``, or subclass and override ``handle``.
         bind: connect to ``address`` (the default) or bind it (a collector many push to).
-        concurrency: jobs run at once by this process.
+        concurrency: jobs run at once by this process (an int); as many more wait at the
+            worker, and are lost when it stops (see the module's rules).
         shutdown_timeout: seconds ``stop()`` waits for jobs in progress.
         context: the ZeroMQ context (by default the shared asyncio one).
     """
@@ -214,14 +295,11 @@ class JobWorker:
         shutdown_timeout: float = 10.0,
         context: zmq.asyncio.Context | None = None,
     ) -> None:
-        if not (concurrency >= 1 and shutdown_timeout >= 0):  # NaN fails every comparison
-            raise ValueError(
-                f"need concurrency >= 1 and shutdown_timeout >= 0, got {concurrency}, "
-                f"{shutdown_timeout}"
-            )
+        if not shutdown_timeout >= 0:  # NaN fails every comparison
+            raise ValueError(f"need shutdown_timeout >= 0 (seconds), got {shutdown_timeout}")
         self.address = address
         self.bind = bind
-        self.concurrency = concurrency
+        self.concurrency = check_count("concurrency", concurrency, 1)
         self.shutdown_timeout = shutdown_timeout
         #: Jobs finished (failed ones included) and jobs whose handler raised.
         self.done = 0

@@ -7,7 +7,9 @@ Rules of this module:
 - a lone frame with no tag is accepted as bytes, so the simplest foreign program may send one;
 - ``str`` is text, ``bytes``-like is bytes, anything else must be JSON-able; nothing is pickled;
 - what ``encode`` sends, ``decode`` reads back: JSON has no NaN or infinities either way, and
-  nests at most ``MAX_DEPTH`` containers deep (ujson writes one more than it reads back).
+  nests at most ``MAX_DEPTH`` containers deep (ujson writes one more than it reads back);
+- ``text`` and ``json`` data are strict UTF-8 alike: the encoded form of a surrogate
+  (U+D800-U+DFFF), which ujson alone would read, is a ``PayloadError`` in both.
 """
 
 from __future__ import annotations
@@ -85,7 +87,13 @@ def decode(frames: Sequence[bytes]) -> Any:
 
 
 def _loads(data: bytes) -> Any:
-    """A JSON document as ``encode`` writes them: finite numbers only."""
+    """A JSON document as ``encode`` writes them: valid UTF-8 and finite numbers only."""
+    # ujson reads the UTF-8 form of a surrogate (ED A0 80 to ED BF BF, alone or as a CESU-8
+    # pair), which UTF-8 never holds, into a lone surrogate; every such sequence starts with
+    # ED. So a strict decode, as for a text payload, only for a document holding that byte
+    # (as request.py does for JSON bodies); ujson refuses every other malformed UTF-8.
+    if b"\xed" in data:
+        data.decode("utf-8")  # a UnicodeDecodeError, which decode() makes a PayloadError
     value = ujson.loads(data)
     if has_non_finite(data, value):
         raise ValueError("NaN, Infinity or a number too large for a float is not JSON")

@@ -29,6 +29,7 @@ import zmq.asyncio
 
 from ..loops import run_until_signal
 from . import mdp
+from .checks import check_count
 from .errors import PayloadError
 from .payload import decode, encode, encode_error
 from .running import Handler, being_cancelled, call_handler, describe
@@ -50,7 +51,7 @@ class ServiceWorker:
         heartbeat: seconds between heartbeats; use the broker's value.
         liveness: heartbeats the broker may miss before this worker reconnects.
         reconnect: seconds to wait before registering again.
-        concurrency: requests handled at once, each on its own link to the broker.
+        concurrency: requests handled at once (an int), each on its own link to the broker.
         shutdown_timeout: seconds ``stop()`` waits for requests in progress.
         context: the ZeroMQ context (by default the shared asyncio one).
     """
@@ -68,11 +69,12 @@ class ServiceWorker:
         shutdown_timeout: float = 10.0,
         context: zmq.asyncio.Context | None = None,
     ) -> None:
-        if not (0 < heartbeat < math.inf and liveness >= 1 and concurrency >= 1):
+        if not (0 < heartbeat < math.inf and liveness >= 1):  # NaN fails every comparison
             raise ValueError(
-                f"need heartbeat > 0, liveness >= 1 and concurrency >= 1, got {heartbeat}, "
-                f"{liveness}, {concurrency}: the heartbeat is a finite number of seconds"
+                f"need heartbeat > 0 and liveness >= 1, got {heartbeat}, {liveness}: the "
+                f"heartbeat is a finite number of seconds"
             )
+        check_count("concurrency", concurrency, 1)
         if not (reconnect >= 0 and shutdown_timeout >= 0):  # NaN fails every comparison
             raise ValueError(
                 f"need reconnect >= 0 and shutdown_timeout >= 0 (seconds), got {reconnect}, "
