@@ -18,7 +18,7 @@ import threading
 import uuid
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 import tnetstring
 import ujson
@@ -34,6 +34,37 @@ if TYPE_CHECKING:
     from .wstesting import TestWebSocket
 
 _ids = itertools.count(1)
+
+#: Mongrel2 keeps the first five values of a header sent more often (``MAX_DUPE_HEADERS``).
+MAX_REPEATED_HEADER = 5
+
+#: What a client leaves as it is in a path and in a query (RFC 3986); the rest is encoded.
+_PATH_SAFE = "/:@!$&'()*+,;=%~"
+_QUERY_SAFE = _PATH_SAFE + "?"
+
+
+def _request_target(url: str) -> tuple[str, str]:
+    """Path and query as an HTTP client sends them: no fragment, no scheme or host, and
+    percent-encoded where a request line cannot carry a character (Mongrel2 answers 400)."""
+    if "://" in url:
+        url = urlsplit(url)._replace(scheme="", netloc="").geturl()
+    url = url.partition("#")[0]
+    if not url.startswith("/"):
+        raise ValueError(f"a request path starts with '/', got {url!r}")
+    path, _, query = url.partition("?")
+    return quote(path, safe=_PATH_SAFE), quote(query, safe=_QUERY_SAFE)
+
+
+def _no_none(fields: dict[str, Any]) -> dict[str, Any]:
+    """``None`` is an empty value, as httpx sends it (not the text "None")."""
+    return {
+        name: ["" if v is None else v for v in value]
+        if isinstance(value, (list, tuple))
+        else ("" if value is None else value)
+        for name, value in fields.items()
+    }
+
+
 _T = TypeVar("_T")
 
 
@@ -98,6 +129,9 @@ class TestClient:
         self._task: asyncio.Task[None] | None = None
         self._conn_ids = itertools.count(1)
         self._inbox: dict[bytes, list[bytes]] = {}
+        #: Mongrel2 control messages the app sent (``[b"ctl", {b"keep-alive": True}]``), by
+        #: connection id: Mongrel2 acts on them, a client never sees them.
+        self.controls: dict[bytes, list[Any]] = {}
         # One reader at a time files every reply under its id, so concurrent requests each
         # find theirs, whoever read it.
         self._reading = asyncio.Lock()
@@ -164,7 +198,9 @@ class TestClient:
     ) -> bytes:
         """The bytes Mongrel2 would send for this request (tnetstring protocol).
 
-        Non-ASCII in the path and query goes out as raw UTF-8, as curl sends it; headers as Latin-1.
+        The path and query go out as given, so a test can send what a real client could not
+        (raw UTF-8, quotes); ``request()`` percent-encodes them as clients do. Headers go as
+        Latin-1.
         """
         if any(char.isspace() for char in path + query):
             # No HTTP request line carries one; here it would split the message itself.
@@ -186,7 +222,12 @@ class TestClient:
         for name, value in (headers or {}).items():
             key = name.lower().encode("latin-1")
             if isinstance(value, list):
-                client[key] = [v.encode("latin-1") for v in value]
+                # Mongrel2 passes a header sent once as a string, and keeps five of a repeated one
+                values = [v.encode("latin-1") for v in value[:MAX_REPEATED_HEADER]]
+                if len(values) == 1:
+                    client[key] = values[0]
+                elif values:
+                    client[key] = values
             else:
                 client[key] = value.encode("latin-1")
         if body and b"content-length" not in client:
@@ -203,7 +244,22 @@ class TestClient:
 
     async def send_raw(self, raw: bytes) -> None:
         assert self._push is not None, "use the client inside 'async with'"
-        await self._push.send(raw)
+        self._check_serving()
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self._push.send(raw)
+        except TimeoutError:
+            self._check_serving()
+            raise TimeoutError(f"the app took no message within {self.timeout}s") from None
+
+    def _check_serving(self) -> None:
+        """Raise what ended the app's ``serve()``, if it ended: nothing would answer."""
+        task = self._task
+        if task is not None and task.done():
+            failure = None if task.cancelled() else task.exception()
+            if failure is not None:
+                raise RuntimeError(f"the app stopped serving: {failure!r}") from failure
+            raise RuntimeError("the app stopped serving")
 
     async def receive(self, conn_id: int) -> bytes:
         """The next message the app sent to ``conn_id``."""
@@ -246,7 +302,12 @@ class TestClient:
     def _file(self, raw: bytes) -> None:
         _sender, _, rest = raw.partition(b" ")
         targets, _, data = rest.partition(b", ")
-        for cid in targets.partition(b":")[2].split(b" "):
+        ids = targets.partition(b":")[2].split(b" ")
+        if ids[0] == b"X":  # a control reply (keep-alive, credits): for Mongrel2 only
+            for cid in ids[1:]:
+                self.controls.setdefault(cid, []).append(tnetstring.loads(data))
+            return
+        for cid in ids:
             self._inbox.setdefault(cid, []).append(data)
 
     async def request(
@@ -272,15 +333,15 @@ class TestClient:
             body, content_type = encode_multipart(data, files)
             headers.setdefault("content-type", content_type)
         elif isinstance(data, dict):
-            body = urlencode(data, doseq=True).encode()
+            body = urlencode(_no_none(data), doseq=True).encode()
             headers.setdefault("content-type", "application/x-www-form-urlencoded")
         elif isinstance(data, str):
             body = data.encode()
         elif data is not None:
             body = data
-        path, _, query = path.partition("?")
+        path, query = _request_target(path)
         if params:
-            query = "&".join(filter(None, [query, urlencode(params, doseq=True)]))
+            query = "&".join(filter(None, [query, urlencode(_no_none(params), doseq=True)]))
         conn_id = next(self._conn_ids)
         raw = self.build_message(
             method.upper(),

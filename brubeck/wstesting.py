@@ -43,8 +43,6 @@ class TestWebSocket:
         self.response: TestResponse | None = None
         self.accepted = False
         self.closed = False
-        #: Mongrel2 control messages the app sent for this connection (``[b"ctl", {...}]``).
-        self.controls: list[Any] = []
 
     @classmethod
     async def connect(
@@ -144,11 +142,14 @@ class TestWebSocket:
                 raise ConnectionError("the app closed the WebSocket")
             self._take(await self.client.receive(self.conn_id))
 
+    @property
+    def controls(self) -> list[Any]:
+        """Mongrel2 control messages the app sent for this connection (``[b"ctl", {...}]``)."""
+        return self.client.controls.get(b"%d" % self.conn_id, [])
+
     def _take(self, data: bytes) -> None:
         if not data:
             self.closed = True
-        elif data[:1].isdigit():  # a ctl reply ("X id"), filed under the id: not a frame
-            self.controls.append(tnetstring.loads(data))
         else:
             self._buffer += data
 
