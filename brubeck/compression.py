@@ -117,8 +117,8 @@ def negotiate(
 ) -> tuple[list[tuple[str, str]], bool] | None:
     """None to leave a response as it is; else its headers with ``Vary`` and whether this
     client takes gzip."""
-    if status < 200 or status == 204 or status == 206:
-        return None  # no body and nothing to vary, or a byte range of the plain file
+    if status < 200 or status == 204:
+        return None  # no body and nothing to vary
     content_type, varies = None, []
     for name, value in headers:
         lower = name.lower()
@@ -141,6 +141,8 @@ def negotiate(
         # Every Vary line the handler set is kept, in one line with ours.
         merged = ", ".join([*(v.strip() for v in varies if v.strip()), "Accept-Encoding"])
         headers = [(n, v) for n, v in headers if n.lower() != "vary"] + [("Vary", merged)]
+    if status == 206:  # a byte range of the plain file: sent as it is, with its 200's Vary
+        return headers, False
     accepted = header_text(request.raw_headers, b"accept-encoding")
     return headers, accepted is not None and accepts_gzip(accepted)
 

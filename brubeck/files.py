@@ -27,6 +27,7 @@ import mimetypes
 import os
 import re
 import stat
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -89,21 +90,31 @@ def byte_range(field: str | None, size: int) -> tuple[int, int] | None:
     match = _RANGE.fullmatch(field)
     if match is None:
         return None  # another unit, or not the grammar: the RFC says ignore the field
-    first, last = match.groups()
-    if not first:
-        if not last:
+    first, last = (_position(text) for text in match.groups())
+    if first is None:
+        if last is None:
             return None
-        suffix = int(last)  # the last N bytes
-        if suffix == 0:
+        if last == 0:  # the last 0 bytes
             raise _unsatisfiable(size)
-        return max(0, size - suffix), size
-    start = int(first)
-    if last and int(last) < start:
+        return max(0, size - last), size
+    if last is not None and last < first:
         return None  # "5-2" is not a valid range: the field is ignored
-    if start >= size:
+    if first >= size:
         raise _unsatisfiable(size)
-    stop = size if not last else min(int(last) + 1, size)
-    return start, stop
+    stop = size if last is None else min(last + 1, size)
+    return first, stop
+
+
+#: A position past any file: RFC 9110 allows any number of digits, int() refuses 4300 and more.
+_HUGE = 1 << 63
+
+
+def _position(digits: str) -> int | None:
+    """A byte position of a Range field, however many digits (leading zeros count for none)."""
+    if not digits:
+        return None
+    digits = digits.lstrip("0") or "0"
+    return _HUGE if len(digits) > 18 else int(digits)
 
 
 def _unsatisfiable(size: int) -> HTTPError:
@@ -127,7 +138,8 @@ def _range_applies(raw_headers: dict[bytes, Any], etag: str, last_modified: str)
 
 def content_disposition(download_name: str) -> str:
     """``attachment`` with a file name every browser reads: ASCII, and UTF-8 (RFC 6266)."""
-    fallback = "".join(c if " " <= c <= "~" and c not in '"\\' else "_" for c in download_name)
+    # '%' too: some browsers decode "%20" in filename= (RFC 6266 Appendix D), others do not
+    fallback = "".join(c if " " <= c <= "~" and c not in '"\\%' else "_" for c in download_name)
     header = f'attachment; filename="{fallback}"'
     if fallback != download_name:
         header += f"; filename*=UTF-8''{quote(download_name, safe='')}"
@@ -161,7 +173,8 @@ def plan_file(
     ``whole_if_fresh`` answers a current client with the whole file all the same, for a caller
     that lets the app make the 304 after gzip has set its headers (a weak tag, ``Vary``).
     """
-    etag, last_modified = file_etag(status), http_date(status.st_mtime)
+    # A file dated ahead of the clock is said to be modified now (RFC 9110 §8.8.2.1)
+    etag, last_modified = file_etag(status), http_date(min(status.st_mtime, time.time()))
     if not preconditions_hold(raw_headers, etag, last_modified):
         raise HTTPError(412, "the file changed since the client last read it")
     headers = [("ETag", etag), ("Last-Modified", last_modified), ("Accept-Ranges", "bytes")]
@@ -190,7 +203,12 @@ def plan_file(
 
 def guess_type(path: str | os.PathLike[str]) -> str:
     """The Content-Type by the file's extension; bytes of unknown kind otherwise."""
-    kind, encoding = mimetypes.guess_type(os.fspath(path), strict=False)
+    name = os.fspath(path)
+    # guess_type reads its argument as a URL: a name like "data:text/html,x.png" would be
+    # typed by its "data:" part (text/html for a PNG). As a relative path it cannot be one.
+    if not os.path.isabs(name):
+        name = os.path.join(".", name)
+    kind, encoding = mimetypes.guess_type(name, strict=False)
     if kind is None or encoding is not None:  # a .gz is not its content's type
         return "application/octet-stream"
     if kind.startswith("text/") or kind in ("application/javascript", "application/json"):

@@ -172,7 +172,8 @@ class StaticFileHandler(MessageHandler):
         name = (path or "").lstrip("/")  # an optional group that did not match is None
         if not self.serve_hidden and _is_hidden(name):
             raise HTTPError(404)
-        if self.default_filename is not None and path_inside(name, root).is_dir():
+        # os.path.isdir: False, not an OSError, for a name too long or a directory not readable
+        if self.default_filename is not None and os.path.isdir(path_inside(name, root)):
             if not self.request.path.endswith("/"):  # else the page's relative links break
                 query = self.request.query_string
                 # One leading slash, always: ``//evil.example`` would be another host.
