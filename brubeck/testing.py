@@ -35,6 +35,12 @@ if TYPE_CHECKING:
 
 _ids = itertools.count(1)
 
+
+class _Control(bytes):
+    """A control message (``X`` reply) in a connection's inbox: ``receive`` returns it,
+    ``receive_reply`` passes over it."""
+
+
 #: Mongrel2 keeps the first five values of a header sent more often (``MAX_DUPE_HEADERS``).
 MAX_REPEATED_HEADER = 5
 
@@ -261,6 +267,12 @@ class TestClient:
                 raise RuntimeError(f"the app stopped serving: {failure!r}") from failure
             raise RuntimeError("the app stopped serving")
 
+    async def receive_reply(self, conn_id: int) -> bytes:
+        """The next message to ``conn_id`` that a client would see: control messages skipped."""
+        while isinstance(data := await self.receive(conn_id), _Control):
+            pass
+        return data
+
     async def receive(self, conn_id: int) -> bytes:
         """The next message the app sent to ``conn_id``."""
         assert self._sub is not None, "use the client inside 'async with'"
@@ -281,7 +293,7 @@ class TestClient:
         missing = int(match.group(1)) - len(body)
         pieces = [reply]
         while missing > 0:
-            piece = await self.receive(conn_id)
+            piece = await self.receive_reply(conn_id)
             if not piece:  # closed before the end: the caller sees the short body
                 self._inbox.setdefault(b"%d" % conn_id, []).insert(0, b"")
                 break
@@ -304,9 +316,10 @@ class TestClient:
         targets, _, data = rest.partition(b", ")
         ids = targets.partition(b":")[2].split(b" ")
         if ids[0] == b"X":  # a control reply (keep-alive, credits): for Mongrel2 only
-            for cid in ids[1:]:
+            ids = ids[1:]
+            data = _Control(data)
+            for cid in ids:
                 self.controls.setdefault(cid, []).append(tnetstring.loads(data))
-            return
         for cid in ids:
             self._inbox.setdefault(cid, []).append(data)
 
@@ -353,15 +366,16 @@ class TestClient:
             version=version,
         )
         await self.send_raw(raw)
-        reply = await self.receive(conn_id)
+        reply = await self.receive_reply(conn_id)
         if method.upper() != "HEAD":
             reply = await self._rest_of_body(conn_id, reply)
         # The app sends the close right after the reply, so it is already queued if it exists.
         self._drain_ready()
-        pending = self._inbox.get(b"%d" % conn_id)
-        closed = pending is not None and bool(pending) and pending[0] == b""
-        if closed and pending is not None:
-            pending.pop(0)
+        pending = self._inbox.get(b"%d" % conn_id) or []
+        after = next((i for i, m in enumerate(pending) if not isinstance(m, _Control)), None)
+        closed = after is not None and pending[after] == b""
+        if closed and after is not None:
+            del pending[after]
         response = TestResponse(reply, closed)
         for header in response.get_all("set-cookie"):
             pair = header.split(";", 1)[0]

@@ -140,7 +140,7 @@ class TestWebSocket:
                 return opcode, payload
             if self.closed:
                 raise ConnectionError("the app closed the WebSocket")
-            self._take(await self.client.receive(self.conn_id))
+            self._take(await self.client.receive_reply(self.conn_id))
 
     @property
     def controls(self) -> list[Any]:
@@ -171,4 +171,4 @@ class TestWebSocket:
     async def wait_closed(self) -> None:
         """Wait until the app hangs up; frames not yet read are kept for ``receive``."""
         while not self.closed:
-            self._take(await self.client.receive(self.conn_id))
+            self._take(await self.client.receive_reply(self.conn_id))

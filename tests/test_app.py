@@ -750,9 +750,11 @@ async def test_held_connections_get_keep_alive_ctl() -> None:
     app = Brubeck(handler_tuples=[(r"^/wait$", Waiter)], keepalive_interval=0.05)
     async with TestClient(app) as client:
         await client.send_raw(client.build_message("GET", "/wait", conn_id=9))
-        answer = asyncio.ensure_future(client.receive(9))  # reads, and files the ctl aside
-        await until(lambda: client.controls.get(b"9"), "a keep-alive ctl for connection 9")
+        ctl = await client.receive(9)  # the raw stream: the "X 9" ctl reply comes first
+        assert tnetstring.loads(ctl) == [b"ctl", {b"keep-alive": True}]
         assert client.controls[b"9"][0] == [b"ctl", {b"keep-alive": True}]
+        answer = asyncio.ensure_future(client.receive_reply(9))
+        await until(lambda: len(client.controls[b"9"]) > 1, "another keep-alive")
         Waiter.release.set()
         assert (await answer).startswith(b"HTTP/1.1 200 OK")  # no ctl taken for the answer
 
