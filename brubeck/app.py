@@ -356,7 +356,7 @@ class Brubeck(AwaitingRequests):
             request = _request_from_fields(
                 sender, conn_id, path, headers, body, self.body_limits, self.epoch
             )
-        except (TypeError, AttributeError, IndexError):
+        except (TypeError, AttributeError, IndexError, KeyError):
             log.warning("dropped a message on %r: its METHOD header is not a string", path)
             return
         if self._access_log is not None:
@@ -500,14 +500,17 @@ class Brubeck(AwaitingRequests):
         # A body Mongrel2 still reads on credit ignores a close: its discard() cancels instead.
         if close and getattr(request.upload, "holds_connection", False):
             close = False
-        if windowed:
-            self.send_to(request, data)
-            if close:
-                self.send_to(request, b"")
-        else:
-            conn.send_raw(data)
-            if close:
-                conn.close_connection(request)
+        try:
+            if windowed:
+                self.send_to(request, data)
+                if close:
+                    self.send_to(request, b"")
+            else:
+                conn.send_raw(data)
+                if close:
+                    conn.close_connection(request)
+        except BufferError as exc:  # Mongrel2 has read nothing for a long while: say so, go on
+            log.error("dropped the answer to %r: %s", request, exc)
         if request.upload is not None:
             request.upload.discard()
 

@@ -126,10 +126,12 @@ class AwaitingRequests:
                 else:
                     response = self.error_response(request, HTTPError(500))
         slot[1] = response
-        self._order.release(request.conn_id)
-        if handler is not None and finished:
-            self._on_finish(handler)
-        self._forget(task)
+        try:
+            self._order.release(request.conn_id)
+            if handler is not None and finished:
+                self._on_finish(handler)
+        finally:
+            self._forget(task)  # whatever happened above, the slot is free again
 
     def _timed_out_response(self, request: Request, handler: MessageHandler | None) -> Response:
         timeout = self._timeout_of(handler, quiet=True)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -86,12 +87,16 @@ class Mongrel2Connection:
                 )
         self.pull_addr = pull_addr
         self.pub_addr = pub_addr
-        if isinstance(sender_id, str):
-            sender_id = sender_id.encode()
+        if sender_id is not None:
+            sender_id = _checked_sender(sender_id)
         self.sender_id: bytes | None = sender_id
+        #: Given, not learned from Mongrel2's first request: kept when Mongrel2 restarts.
+        self._sender_given = sender_id is not None
         self.max_batch = max_batch
-        if reply_batch < 1:
-            raise ValueError(f"reply_batch must be at least 1, got {reply_batch}")
+        if max_batch < 1 or reply_batch < 1:  # 0 would read nothing, forever
+            raise ValueError(
+                f"max_batch and reply_batch must be at least 1, got {max_batch}, {reply_batch}"
+            )
         self.reply_batch = reply_batch
         self._held: list[bytes] | None = None  # replies of the messages being handled now
         self._turn: list[bytes] | None = None  # replies made elsewhere in this loop turn
@@ -181,17 +186,35 @@ class Mongrel2Connection:
         self._pull_sync = self._pub_sync = None
 
     async def _watch_subscriptions(self) -> None:
-        assert self._pub is not None and self._subscribed is not None
+        assert self._pub is not None
         while True:
-            event = await self._pub.recv()
-            if event[:1] == b"\x01":
-                self._subscribed.set()
-                self._live = True
-                if self._backlog:
-                    self._ensure_flusher()
-            elif event[:1] == b"\x00":  # Mongrel2 is gone: hold replies for the next one
-                self._live = False
-                self._subscribed.clear()
+            self._on_subscription(await self._pub.recv())
+
+    def _on_subscription(self, event: bytes) -> None:
+        assert self._subscribed is not None
+        if event[:1] == b"\x01":
+            self._subscribed.set()
+            self._live = True
+            if self._backlog:
+                self._ensure_flusher()
+        elif event[:1] == b"\x00":  # Mongrel2 is gone: hold replies for the next one
+            self._live = False
+            self._subscribed.clear()
+
+    def _read_subscriptions(self) -> None:
+        """Handle (un)subscriptions waiting on the publisher, after sends through its plain
+        twin: ZeroMQ signals arrivals on an edge, which such a send can consume, and then
+        the watcher above would never wake for them (a Mongrel2 that left would still seem
+        to be there, and replies meant for the next one would be published to nobody)."""
+        sync = self._pub_sync
+        if sync is None:
+            return
+        while sync.getsockopt(zmq.EVENTS) & zmq.POLLIN:  # type: ignore[operator, arg-type]
+            try:
+                event = sync.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self._on_subscription(event)
 
     # Mongrel2 going away
 
@@ -252,6 +275,8 @@ class Mongrel2Connection:
                 log.info("discarded %d more messages from the Mongrel2 that went away", queued)
             return
         unsent = len(self._backlog) + len(self._turn or ())
+        if not self._sender_given:  # the next Mongrel2 may have another send_ident
+            self.sender_id = None
         self._backlog.clear()
         self._turn = None  # made in this turn for the old Mongrel2's clients
         if self.on_lost is not None:
@@ -367,7 +392,9 @@ class Mongrel2Connection:
                 except Exception:
                     _log_dropped(data)
             else:
+                self._read_subscriptions()
                 return
+            self._read_subscriptions()
         for data in held:
             try:
                 self._enqueue(data)
@@ -455,6 +482,7 @@ class Mongrel2Connection:
         pub, sync, backlog = self._pub, self._pub_sync, self._backlog
         assert pub is not None and sync is not None and self._subscribed is not None
         await self._subscribed.wait()
+        pause = _FULL_PAUSE_MIN
         while backlog:
             if not self._live:  # Mongrel2 went away: wait for the next one
                 await self._subscribed.wait()
@@ -462,10 +490,16 @@ class Mongrel2Connection:
             try:
                 sync.send(backlog[0], zmq.NOBLOCK)
                 backlog.popleft()
+                pause = _FULL_PAUSE_MIN
             except zmq.Again:
-                await pub.poll(flags=zmq.POLLOUT)  # type: ignore[call-arg]  # the stub lacks it
+                # Mongrel2 reads nothing: wait, longer each time. Not poll(POLLOUT): an XPUB
+                # socket says it is writable all the same, and that would spin a core.
+                self._read_subscriptions()
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, _FULL_PAUSE_MAX)
             except Exception:  # not bytes, say: it would stall every reply behind it for good
                 _log_dropped(backlog.popleft())
+        self._read_subscriptions()
 
     @property
     def pending(self) -> int:
@@ -475,17 +509,17 @@ class Mongrel2Connection:
 
     def _sender(self, sender: bytes | str | None) -> bytes:
         if sender is None:
-            sender = self.sender_id
-        if sender is None:
-            raise ValueError(
-                "no sender id known yet: pass sender=, or give Mongrel2Connection(sender_id=...)"
-            )
-        return sender.encode() if isinstance(sender, str) else sender
+            if self.sender_id is None:
+                raise ValueError(
+                    "no sender id known yet: pass sender=, or give "
+                    "Mongrel2Connection(sender_id=...)"
+                )
+            return self.sender_id
+        return _checked_sender(sender)
 
     def send(self, sender: bytes | str | None, conn_id: bytes | int, data: bytes) -> None:
         """Send bytes to one connection (an empty ``data`` closes it)."""
-        cid = conn_id if isinstance(conn_id, bytes) else b"%d" % conn_id
-        self.send_raw(format_reply(self._sender(sender), cid, data))
+        self.send_raw(format_reply(self._sender(sender), _checked_id(conn_id), data))
 
     def reply(self, request: Any, data: bytes) -> None:
         """Send bytes to the connection a request came from, unless its Mongrel2 went away."""
@@ -512,8 +546,7 @@ class Mongrel2Connection:
 
     def ctl(self, sender: bytes | str | None, conn_id: bytes | int, **ctl: Any) -> None:
         """A Mongrel2 control message: ``keep_alive=True``, ``cancel=True``, ``credits=N``."""
-        cid = conn_id if isinstance(conn_id, bytes) else b"%d" % conn_id
-        self.send_raw(format_ctl(self._sender(sender), cid, **ctl))
+        self.send_raw(format_ctl(self._sender(sender), _checked_id(conn_id), **ctl))
 
     def new_sender_id(self) -> bytes:
         """A random sender id, for replies sent before any request arrived."""
@@ -522,6 +555,31 @@ class Mongrel2Connection:
 
     def __repr__(self) -> str:
         return f"Mongrel2Connection({self.pull_addr!r}, {self.pub_addr!r})"
+
+
+#: What Mongrel2 reads as a reply's sender; it drops a reply with any other (MONGREL2.md).
+_SENDER = re.compile(rb"[A-Za-z0-9-]+")
+
+
+def _checked_sender(sender: bytes | str) -> bytes:
+    token = sender.encode() if isinstance(sender, str) else sender
+    if not isinstance(token, bytes) or _SENDER.fullmatch(token) is None:
+        raise ValueError(
+            f"a sender id is letters, digits and '-' (Mongrel2 drops a reply with another), "
+            f"got {sender!r}"
+        )
+    return token
+
+
+def _checked_id(conn_id: bytes | int) -> bytes:
+    cid = conn_id if isinstance(conn_id, bytes) else b"%d" % conn_id
+    if not cid.isdigit():  # Mongrel2 cannot parse the reply, and says nothing
+        raise ValueError(f"connection ids are decimal numbers, got {conn_id!r}")
+    return cid
+
+
+#: Waits of the backlog's sender while Mongrel2 reads nothing, in seconds: from, up to.
+_FULL_PAUSE_MIN, _FULL_PAUSE_MAX = 0.001, 0.05
 
 
 def _log_dropped(data: bytes) -> None:
