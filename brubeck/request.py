@@ -124,8 +124,9 @@ class BodyLimits:
     Args:
         max_body_size: the largest body, in bytes (10 MiB). A larger ``Content-Length`` is a
             413 before any handler runs; a larger body read through ``form``, ``files``,
-            ``json`` or ``arguments`` is a 413 too. Uploads Mongrel2 spools to a temporary
-            file (over its ``limits.content_length``) are not held in memory and not checked.
+            ``json`` or ``arguments`` is a 413 too, also when Mongrel2 spooled it to a
+            temporary file (over its ``limits.content_length``): such a body is read from
+            the file on first use. ``request.upload`` takes larger files without reading them.
         max_form_parts: the most fields (url-encoded pairs or multipart parts) in a form
             body (1000); more is a 413.
         max_form_fields_size: the most bytes of form field values, files excluded (1 MiB);

@@ -7,6 +7,7 @@ curl -si 'http://127.0.0.1:6767/static/css/site.css?v=stale'            # no-cac
 curl -si http://127.0.0.1:6767/static/css/site.css    # no Cache-Control: revalidated by ETag
 curl -si http://127.0.0.1:6767/guide                  # 301 to /guide/
 curl -s http://127.0.0.1:6767/guide/                  # guide/index.html
+curl -si --compressed http://127.0.0.1:6767/guide/   # Content-Encoding: gzip: over 1 KiB
 curl -si --path-as-is http://127.0.0.1:6767/static/../app.py   # 404: names stay inside
 
 Edit static/css/site.css and load the page again: its link, and so the cached copy, changes.
@@ -41,7 +42,7 @@ app = Brubeck(
         ),
     ],
     static_path=HERE / "static",  # served at /static/, and named by static_url
-    compress_response=True,  # small text files go gzipped to clients that accept it
+    compress_response=True,  # text of compress_min_size (1 KiB) or more goes gzipped
 )
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ curl -b jar -i -H 'If-None-Match: <that ETag>' http://127.0.0.1:6767/files/repor
 curl -b jar -o big.bin http://127.0.0.1:6767/files/big.bin           # 3 MB, streamed
 curl -b jar -C 1000000 -o big.bin http://127.0.0.1:6767/files/big.bin   # resume: a 206
 curl -b jar -OJ http://127.0.0.1:6767/export/report.csv              # saved as "report 2026.csv"
-curl -b jar -i http://127.0.0.1:6767/files/../app.py                 # 404: names stay inside
+curl -b jar -i --path-as-is http://127.0.0.1:6767/files/../app.py    # 404: names stay inside
 """
 
 import os
@@ -69,7 +69,7 @@ def make_samples(directory: Path) -> None:
             scratch.replace(directory / name)
 
 
-SHARED.mkdir(exist_ok=True)
+SHARED.mkdir(parents=True, exist_ok=True)
 make_samples(SHARED)
 
 app = Brubeck(

@@ -5,7 +5,10 @@ import html
 
 from brubeck import Brubeck, HTTPError, Mongrel2Connection, WebMessageHandler
 
-PAGE = """<!DOCTYPE html>
+#: The whole form (file and note) is read into memory: this bounds it.
+MAX_BODY_SIZE = 1024 * 1024
+
+PAGE = f"""<!DOCTYPE html>
 <html><head><title>Upload</title></head>
 <body>
 <h1>Upload a file</h1>
@@ -14,8 +17,9 @@ PAGE = """<!DOCTYPE html>
   <p><input type="file" name="file"></p>
   <p><button>Upload</button></p>
 </form>
-<p>Mongrel2 sends bodies up to its <code>limits.content_length</code> (20480 bytes by default)
-inline; this example reads only those.</p>
+<p>Up to {MAX_BODY_SIZE / 2**20:g} MiB in all (the app's <code>max_body_size</code>); more is
+refused with a 413. Mongrel2 writes a body over its <code>limits.content_length</code> to a
+temporary file, which the app reads back.</p>
 </body></html>
 """
 
@@ -27,7 +31,7 @@ class UploadHandler(WebMessageHandler):
     def post(self):
         upload = self.get_file("file")
         if upload is None or not upload.filename:
-            raise HTTPError(400, "choose a file (one under Mongrel2's limits.content_length)")
+            raise HTTPError(400, "choose a file to upload")
         note = self.get_argument("note", "")
         rows = [
             ("name", upload.filename),
@@ -45,7 +49,7 @@ class UploadHandler(WebMessageHandler):
 app = Brubeck(
     msg_conn=Mongrel2Connection("tcp://127.0.0.1:9999", "tcp://127.0.0.1:9998"),
     handler_tuples=[(r"^/$", UploadHandler)],
-    max_body_size=1024 * 1024,
+    max_body_size=MAX_BODY_SIZE,
 )
 
 
