@@ -237,6 +237,8 @@ def open_file(
 ) -> tuple[BinaryIO, os.stat_result]:
     """An open binary file and its status; 404 when it is not a readable regular file or,
     with ``root``, when the name leads out of that directory."""
+    if os.fspath(name).endswith("/"):  # names a directory: pathlib would drop the slash
+        raise HTTPError(404)
     path = Path(name) if root is None else path_inside(name, root)
     try:
         # Non-blocking: opening a named pipe would otherwise wait for a writer, and stop the

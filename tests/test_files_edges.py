@@ -279,3 +279,11 @@ async def test_an_empty_file_ignores_every_range(root: Path, field: str) -> None
     assert (r.status_code, r.content) == (200, b"")
     assert r.get_all("content-length") == ["0"]
     assert "content-range" not in r.headers
+
+
+@pytest.mark.parametrize("path", ["/files/ten.bin/", "/site/text.txt/"])
+async def test_a_file_name_with_a_trailing_slash_is_a_404(root: Path, path: str) -> None:
+    """Was a bug. ``ten.bin/`` names a directory (the OS says ENOTDIR); pathlib dropped the
+    slash and the file was served, under a URL whose relative links point elsewhere."""
+    assert (await fetch(root, path)).status_code == 404
+    assert (await fetch(root, path.rstrip("/"))).status_code == 200
