@@ -98,6 +98,14 @@ class AwaitingRequests:
     def _task_answered(
         self, slot: list[Any], handler: MessageHandler | None, task: asyncio.Task[Any]
     ) -> None:
+        try:
+            self._answer_task(slot, handler, task)
+        finally:
+            self._forget(task)  # whatever happens there, the slot is free again
+
+    def _answer_task(
+        self, slot: list[Any], handler: MessageHandler | None, task: asyncio.Task[Any]
+    ) -> None:
         request = slot[0]
         self._inflight.discard(task, request.conn_id)
         timed_out = bool(self._timed_out) and task in self._timed_out
@@ -126,12 +134,9 @@ class AwaitingRequests:
                 else:
                     response = self.error_response(request, HTTPError(500))
         slot[1] = response
-        try:
-            self._order.release(request.conn_id)
-            if handler is not None and finished:
-                self._on_finish(handler)
-        finally:
-            self._forget(task)  # whatever happened above, the slot is free again
+        self._order.release(request.conn_id)
+        if handler is not None and finished:
+            self._on_finish(handler)
 
     def _timed_out_response(self, request: Request, handler: MessageHandler | None) -> Response:
         timeout = self._timeout_of(handler, quiet=True)

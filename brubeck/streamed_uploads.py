@@ -34,6 +34,7 @@ Rules of this module:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import tempfile
@@ -389,17 +390,20 @@ class StreamedUploads:
         request = spool.request
         if self._spools.get(request.conn_id) is not spool:
             return  # ended meanwhile (a handler reading the last buffered pieces)
-        conn = self.app.msg_conn
-        if credits > 0 and conn is not None:
-            conn.ctl(request.sender, request.conn_id, credits=credits)
-            spool.outstanding += credits
         if spool.timer is not None:
             spool.timer.cancel()
-        try:
+            spool.timer = None
+        with contextlib.suppress(RuntimeError):  # outside an event loop: no timer to arm
+            # Armed before the send: if that fails, the stall still ends the upload (a 408).
             loop = asyncio.get_running_loop()
-        except RuntimeError:  # handled outside an event loop: no timer to arm
-            return
-        spool.timer = loop.call_later(spool.timeout, self._expire, request.conn_id, spool)
+            spool.timer = loop.call_later(spool.timeout, self._expire, request.conn_id, spool)
+        conn = self.app.msg_conn
+        if credits > 0 and conn is not None:
+            spool.outstanding += credits
+            try:
+                conn.ctl(request.sender, request.conn_id, credits=credits)
+            except BufferError as exc:  # Mongrel2 reads nothing: the timer ends the upload
+                log.error("could not grant credits to connection %s: %s", request.conn_id, exc)
 
     def _expire(self, conn_id: bytes, spool: _Spool) -> None:
         if self._spools.get(conn_id) is not spool:

@@ -324,7 +324,10 @@ class ResponseStream:
             self._timer = None
         if not self.finished:
             self.finished = True
-            self._send(b"")
+            try:
+                self._send(b"")
+            except BufferError as exc:  # Mongrel2 reads nothing: nothing more to do here
+                log.error("could not close the stream of %r: %s", self.request, exc)
 
 
 def _is_event_stream(headers: list[tuple[str, str]]) -> bool:

@@ -404,17 +404,21 @@ class WebSocketHandler(MessageHandler):
             if timer is not None:
                 timer.cancel()
         self._idle_timer = self._close_timer = None
-        if hang_up and self._handshaken:
-            self._flush()
-        elif self._flush_timer is not None:
-            self._flush_timer.cancel()
-            self._flush_timer = None
-        self._buffer = []
-        self._held = []
-        if hang_up:
-            self.application.send_to(self.request, b"")
-        self.application.websockets.discard(self)
-        self._feed(self._closed)
+        try:
+            if hang_up and self._handshaken:
+                self._flush()
+            elif self._flush_timer is not None:
+                self._flush_timer.cancel()
+                self._flush_timer = None
+            self._buffer = []
+            self._held = []
+            if hang_up:
+                self.application.send_to(self.request, b"")
+        except BufferError as exc:  # Mongrel2 reads nothing: the close is lost, not the rest
+            log.error("WebSocket %s: could not send its close: %s", self.conn_id.decode(), exc)
+        finally:
+            self.application.websockets.discard(self)
+            self._feed(self._closed)
 
     def _closed(self) -> Any:
         if self._opened:
@@ -463,10 +467,13 @@ class WebSocketHandler(MessageHandler):
             return
         next_check = interval - (now - self._last_seen)
         if next_check <= 0:
-            self.ping()
-            conn = self.application.msg_conn
-            if conn is not None:
-                conn.ctl(self.request.sender, self.conn_id, keep_alive=True)
+            try:
+                self.ping()
+                conn = self.application.msg_conn
+                if conn is not None:
+                    conn.ctl(self.request.sender, self.conn_id, keep_alive=True)
+            except BufferError as exc:  # the checks go on: they time the connection out
+                log.error("WebSocket %s: could not ping: %s", self.conn_id.decode(), exc)
             if sent is None:
                 self._ping_sent = sent = now
             next_check = interval
