@@ -547,6 +547,10 @@ class Brubeck(AwaitingRequests):
             def send(piece: bytes) -> None:
                 if self.epoch == epoch:  # a later Mongrel2 gives this id to another client
                     conn.send_raw(format_reply(sender, cid, piece))
+                    # The close: Mongrel2 sends no disconnect notice for a connection its
+                    # handler closed, and the next client with this id has its own credits.
+                    if not piece and self._windows.get(cid) is window:
+                        del self._windows[cid]  # (not close(): this runs inside its drain)
 
             window.send(send, data)
 

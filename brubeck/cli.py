@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -183,16 +184,24 @@ def _serve(app: Brubeck, args: argparse.Namespace, workers: int) -> int:
     if reloader is not None:
         log.info("reloading the workers when a .py file under %s changes", reloader.root)
     with contextlib.ExitStack() as cleanup:
+        peers: Callable[[int], dict[str, str]] | None = None
         if workers > 1 and not app.settings.get("websocket_peers"):
             # Mongrel2 deals a connection's messages out to every worker in turn: WebSocket
             # frames and streamed upload pieces must reach the one that owns the connection.
             directory = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="brubeck-"))
-            env["BRUBECK_WEBSOCKET_PEERS"] = " ".join(_peer_endpoints(directory, workers))
+
+            def peers(generation: int) -> dict[str, str]:
+                # Each set of workers (a SIGHUP starts the next) has endpoints of its own: a
+                # new worker must never reach an old one still bound there, finishing up.
+                endpoints = _peer_endpoints(directory, workers, generation)
+                return {"BRUBECK_WEBSOCKET_PEERS": " ".join(endpoints)}
+
             log.info("the workers pass each other WebSocket and upload messages in %s", directory)
         supervisor = Supervisor(
             _worker_command(app, args),
             workers,
             env=env,
+            env_for_generation=peers,
             shutdown_timeout=app.shutdown_timeout + 5,
             reloader=reloader,
             # while reloading, a crash waits for the next edit rather than ending the server
@@ -201,9 +210,9 @@ def _serve(app: Brubeck, args: argparse.Namespace, workers: int) -> int:
         return supervisor.run()
 
 
-def _peer_endpoints(directory: str, workers: int) -> list[str]:
-    """One ``ipc://`` endpoint per worker (worker N binds the (N-1)th)."""
-    return [f"ipc://{directory}/peer-{i}" for i in range(workers)]
+def _peer_endpoints(directory: str, workers: int, generation: int = 0) -> list[str]:
+    """One ``ipc://`` endpoint per worker of a set (worker N binds the (N-1)th)."""
+    return [f"ipc://{directory}/g{generation}-peer-{i}" for i in range(workers)]
 
 
 def _flush_zeromq(linger_ms: int = 2000) -> None:

@@ -27,7 +27,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,6 +112,9 @@ class Supervisor:
         reloader: when given, a change it reports restarts every worker (``--reload``).
         backoff: restart delays for crashing workers.
         poll_interval: how often exits and changes are checked, in seconds.
+        env_for_generation: more environment for the workers of each set, by its number (0
+            first; a SIGHUP or a reload starts the next): for what the set being replaced,
+            still finishing its requests, must not share with the new one (endpoints).
     """
 
     def __init__(
@@ -124,6 +127,7 @@ class Supervisor:
         reloader: Reloader | None = None,
         backoff: Backoff | None = None,
         poll_interval: float = 0.1,
+        env_for_generation: Callable[[int], Mapping[str, str]] | None = None,
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
@@ -145,6 +149,8 @@ class Supervisor:
         self._force = False
         self._restart_all = False
         self._gave_up = False
+        self._env_for_generation = env_for_generation
+        self._generation = 0
 
     @property
     def pids(self) -> list[int]:
@@ -200,6 +206,7 @@ class Supervisor:
     def _spawn(self, slot: _Slot, now: float) -> None:
         env = {
             **self.env,
+            **(self._env_for_generation(self._generation) if self._env_for_generation else {}),
             SUPERVISOR_PID_ENV: str(os.getpid()),
             WORKER_ID_ENV: str(slot.index),
         }
@@ -260,6 +267,7 @@ class Supervisor:
 
     def _replace_all(self, now: float) -> None:
         """Start new workers and stop the old ones, which finish what they hold."""
+        self._generation += 1
         for slot in self.slots:
             old = slot.process
             if old is not None and old.poll() is None:
@@ -305,7 +313,7 @@ class Supervisor:
         self._retiring = []
         failed = [code for code in codes if code not in (0, -signal.SIGTERM, -signal.SIGINT)]
         if failed:
-            log.warning("workers exited with %s", ", ".join(describe_exit(c) for c in failed))
+            log.warning("workers %s", ", ".join(describe_exit(c) for c in failed))
         return 1 if self._gave_up else 0
 
     def _kill_all(self) -> None:
