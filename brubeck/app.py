@@ -723,6 +723,8 @@ class Brubeck(AwaitingRequests):
             )
         self._stopping = asyncio.Event()
         self._access_log = access_hook(self.settings)
+        # Read again: a setting given after the app was built must not leave XSRF off.
+        self.xsrf_cookies = bool(self.settings.get("xsrf_cookies", self.xsrf_cookies))
         keepalive = float(self.settings.get("keepalive_interval", 60))
         if not 0 < keepalive < math.inf:  # 0 would spin, sending keep-alives without end
             raise ValueError(f"keepalive_interval must be seconds > 0, got {keepalive!r}")

@@ -21,10 +21,12 @@ def parse_cookies(header: str) -> dict[str, str]:
     cookies: dict[str, str] = {}
     for chunk in header.split(";"):
         name, sep, value = chunk.partition("=")
-        name = name.strip()
+        # Spaces and tabs only (RFC 6265 5.2): str.strip() also takes U+00A0 and U+0085, so
+        # "\xa0__Host-sid", which a sibling subdomain may set, would pass for "__Host-sid".
+        name = name.strip(" \t")
         if not sep or not name:
             continue
-        value = value.strip()
+        value = value.strip(" \t")
         if len(value) >= 2 and value[0] == value[-1] == '"':
             value = value[1:-1]
         cookies.setdefault(name, value)

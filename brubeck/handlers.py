@@ -50,9 +50,11 @@ from .routing import HTTP_METHODS
 from .security import (
     DEFAULT_MAX_AGE,
     Secrets,
+    mask_xsrf_token,
     new_xsrf_token,
     same_token,
     sign_value,
+    unmask_xsrf_token,
     valid_xsrf_token,
     verify_value,
 )
@@ -91,7 +93,7 @@ def require_xsrf_token(request: Request) -> None:
     if not sent:
         values = request.arguments.get(XSRF_COOKIE)
         sent = values[-1].strip() if values else None
-    if not cookie or not sent or not same_token(cookie, sent):
+    if not cookie or not sent or not same_token(cookie, unmask_xsrf_token(sent)):
         raise HTTPError(
             403,
             "missing or wrong XSRF token: send the _xsrf cookie's value "
@@ -266,17 +268,18 @@ class MessageHandler:
 
     @property
     def xsrf_token(self) -> str:
-        """This client's XSRF token; sets the ``_xsrf`` cookie the first time it is needed."""
-        token = getattr(self, "_xsrf_token", None)
-        if token is None:
+        """This client's XSRF token, masked afresh for each response (so a gzipped page does
+        not give it away: BREACH); sets the ``_xsrf`` cookie the first time it is needed."""
+        masked = getattr(self, "_xsrf_token", None)
+        if masked is None:
             token = self.get_cookie(XSRF_COOKIE)
             if not token or not valid_xsrf_token(token):
                 token = new_xsrf_token()
                 # Secure over HTTPS: a network attacker cannot read it from plain HTTP then.
                 secure = self.message.scheme == "https"
                 self.set_cookie(XSRF_COOKIE, token, samesite="Lax", secure=secure)
-            self._xsrf_token = token
-        return token
+            masked = self._xsrf_token = mask_xsrf_token(token)
+        return masked
 
     def xsrf_form_html(self) -> str:
         """A hidden form field carrying the token, for HTML forms that POST back here."""
@@ -295,7 +298,7 @@ class MessageHandler:
         A ``__Secure-`` or ``__Host-`` cookie is dropped with ``Secure``: browsers ignore any
         Set-Cookie of such a name without it, and the cookie would outlive a logout.
         """
-        secure = name.startswith(("__Secure-", "__Host-"))
+        secure = name.lower().startswith(("__secure-", "__host-"))  # any case (RFC 6265bis)
         self.set_cookie(name, "", max_age=0, expires=0, path=path, domain=domain, secure=secure)
 
     def delete_cookies(self, path: str | None = "/", domain: str | None = None) -> None:

@@ -115,6 +115,33 @@ def valid_xsrf_token(token: str) -> bool:
     return len(token) == 43 and set(token) <= _XSRF_ALPHABET
 
 
+def mask_xsrf_token(token: str) -> str:
+    """The token under a fresh random pad: the pad, then token XOR pad (86 characters).
+
+    A page sent gzipped must not carry the same secret each time next to text an attacker
+    chooses: the compressed size would give it away (BREACH). Masked, it differs on every
+    page; ``unmask_xsrf_token`` gives the token back.
+    """
+    raw = _unb64(token)
+    pad = os.urandom(len(raw))
+    return _b64(pad + bytes(a ^ b for a, b in zip(raw, pad, strict=True)))
+
+
+def unmask_xsrf_token(sent: str) -> str:
+    """The token a masked one carries; a token sent as it is (from the cookie, by
+    JavaScript) comes back unchanged; anything else gives a string no token equals."""
+    if len(sent) != 86 or not set(sent) <= _XSRF_ALPHABET:
+        return sent
+    try:
+        both = _unb64(sent)
+    except (ValueError, binascii.Error):
+        return sent
+    if _b64(both) != sent:  # the last character's unused bits: one token, one spelling
+        return sent
+    pad, masked = both[:32], both[32:]
+    return _b64(bytes(a ^ b for a, b in zip(masked, pad, strict=True)))
+
+
 def same_token(a: str, b: str) -> bool:
     """Constant-time comparison of two tokens."""
     return hmac.compare_digest(a.encode("utf-8", "replace"), b.encode("utf-8", "replace"))
@@ -122,15 +149,28 @@ def same_token(a: str, b: str) -> bool:
 
 # Passwords: scrypt, with its parameters stored beside the hash so they can be raised later.
 
-_SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
+#: OWASP's Password Storage Cheat Sheet floor for scrypt (N=2^14, r=8, p=5): about 0.3 s of
+#: one core per hash, so call it off the event loop (``await asyncio.to_thread(...)``).
+_SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 5
+
+#: The most memory one check may take (128 * r * n bytes): raised parameters stay checkable
+#: (OpenSSL's default limit is 32 MiB), a stored hash cannot make the process take gigabytes.
+_SCRYPT_MAX_MEMORY = 1 << 30
+
+
+def _scrypt(password: str, salt: bytes, n: int, r: int, p: int, dklen: int) -> bytes:
+    needed = 128 * r * (n + p + 2)
+    if needed > _SCRYPT_MAX_MEMORY:
+        raise ValueError(f"scrypt parameters n={n}, r={r} need more than 1 GiB")
+    return hashlib.scrypt(
+        password.encode("utf-8"), salt=salt, n=n, r=r, p=p, dklen=dklen, maxmem=needed + (1 << 20)
+    )
 
 
 def hash_password(password: str) -> str:
     """A salted scrypt hash, ``scrypt$n$r$p$salt$hash``, for storing instead of the password."""
     salt = os.urandom(16)
-    digest = hashlib.scrypt(
-        password.encode("utf-8"), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P, dklen=32
-    )
+    digest = _scrypt(password, salt, _SCRYPT_N, _SCRYPT_R, _SCRYPT_P, 32)
     return f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${_b64(salt)}${_b64(digest)}"
 
 
@@ -141,14 +181,7 @@ def check_password(password: str, stored: str) -> bool:
         if scheme != "scrypt":
             return False
         expected = _unb64(digest)
-        actual = hashlib.scrypt(
-            password.encode("utf-8"),
-            salt=_unb64(salt),
-            n=int(n),
-            r=int(r),
-            p=int(p),
-            dklen=len(expected),
-        )
+        actual = _scrypt(password, _unb64(salt), int(n), int(r), int(p), len(expected))
     except (ValueError, binascii.Error):
         return False
     return hmac.compare_digest(actual, expected)
