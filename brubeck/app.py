@@ -14,10 +14,12 @@ Rules of this module:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import math
 import os
+import re
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from contextvars import copy_context
@@ -47,13 +49,13 @@ from .protocol import (
     header_text,
     parse_fields,
 )
-from .request import BodyLimits, Request, connection_policy
+from .request import BodyLimits, Request, connection_policy, framing_problem
 from .response import ALREADY_SENT, Response, encode_response
 from .routing import Route, Router
 from .static import StaticFileHandler, StaticFiles, StaticVersions
 from .streamed_uploads import STREAM, StreamedUploads
 from .streaming import CreditWindow, CreditWindows
-from .uploads import START, check_upload_start, finished_upload, upload_stage
+from .uploads import DONE, START, check_upload_start, finished_upload, overran, upload_stage
 from .wsregistry import WEBSOCKET_METHODS, WebSocketRegistry
 
 log = logging.getLogger("brubeck.app")
@@ -107,6 +109,7 @@ class Brubeck(AwaitingRequests):
         "_compress",
         "_etags",
         "_held",
+        "_hosts",
         "_inflight",
         "_on_shutdown",
         "_on_startup",
@@ -165,6 +168,7 @@ class Brubeck(AwaitingRequests):
         self._on_shutdown: list[Hook] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._held: deque[bytes] | None = None
+        self._hosts: set[bytes] = set()  # Host values checked already
         self._receiver: Callable[[bytes], None] = self.handle_message
         #: Pipelined answers leave in request order.
         self._order = AnswerOrder(self.respond)
@@ -350,8 +354,9 @@ class Brubeck(AwaitingRequests):
         if declared or b"transfer-encoding" in headers:  # a body: Mongrel2 may spool or stream it
             stage = upload_stage(headers, body) if START in headers else None
             streamed = STREAM in headers
+            misframed = framing_problem(headers)
         else:
-            stage, streamed = None, False
+            stage, streamed, misframed = None, False, None
         try:
             request = _request_from_fields(
                 sender, conn_id, path, headers, body, self.body_limits, self.epoch
@@ -364,6 +369,16 @@ class Brubeck(AwaitingRequests):
         if b"DOWNLOAD_CREDITS" in headers and conn_id not in self._windows:
             self._windows.open(conn_id, headers[b"DOWNLOAD_CREDITS"])
         method = request.method
+        if misframed is not None and method:  # (a streamed upload's pieces have no METHOD)
+            done = headers.get(DONE)
+            if done is not None and done == headers.get(START):  # its done notice: refused at
+                # its start already (upload_stage does not know such framing); the file goes
+                with contextlib.suppress(HTTPError):
+                    root = self.settings.get("mongrel2_run_dir") or os.getcwd()
+                    finished_upload(headers, root).discard()
+                return
+            self._refuse_and_close(request, misframed)
+            return
         # Mongrel2's upload.stream=1: a first message announces a body, the pieces after it
         # have no METHOD. Once the last piece is in, its request goes on from here.
         if streamed or (not method and STREAM in headers):
@@ -377,12 +392,18 @@ class Brubeck(AwaitingRequests):
                 return
             try:
                 root = self.settings.get("mongrel2_run_dir") or os.getcwd()
-                request.set_upload(finished_upload(headers, root))
+                upload = finished_upload(headers, root)
             except HTTPError as exc:
                 self._order.deliver(request, self.error_response(request, exc))
                 return
+            request.set_upload(upload)
+            if overran(upload, headers):  # the next request went into it: it cannot be answered
+                _close_after(request)
         if method in WEBSOCKET_METHODS:  # one set lookup: cheaper than testing a prefix first
             self.websockets.handle(request, raw)
+            return
+        host = headers.get(b"host")
+        if (type(host) is not bytes or host not in self._hosts) and not self._host_ok(request):
             return
         found = self.router.cache.get((method, path))
         try:
@@ -644,11 +665,37 @@ class Brubeck(AwaitingRequests):
                 raise HTTPError(400, "X-Mongrel2-Upload-Done is Mongrel2's header, not a client's")
             check_upload_start(self, request)
         except Exception as exc:
-            # The close is what makes Mongrel2 drop the upload; it goes with the answer, which
-            # waits behind the answers to earlier pipelined requests on the connection.
-            request.raw_headers[b"connection"] = b"close"
-            request._headers = None  # read again, with the close
-            self._order.deliver(request, self.error_response(request, exc))
+            self._refuse_and_close(request, exc)  # the close makes Mongrel2 drop the upload
+
+    def _host_ok(self, request: Request) -> bool:
+        """Check a Host header not seen before; answer 400 and return False if it is sent
+        twice or is not a host[:port] (RFC 9112 §3.2), since absolute URLs are made from it.
+        Good ones are remembered: hosts are few, and checking each request would cost."""
+        method = request.method
+        if method in ("JSON", "XML") or not method:
+            return True  # not HTTP: dropped further on
+        host = request.raw_headers.get(b"host")
+        if host is None:
+            # Taken, as Mongrel2 takes it (RFC 9112 would refuse it on HTTP/1.1): nothing is
+            # ambiguous, and request.url then names no host.
+            return True
+        if type(host) is not bytes:
+            problem = "the Host header was sent more than once"
+        elif _HOST.fullmatch(host) is None:
+            problem = "the Host header is not a host[:port]"
+        else:
+            if len(self._hosts) >= 1024:  # made-up hosts must not grow it without bound
+                self._hosts.clear()
+            self._hosts.add(host)
+            return True
+        self._order.deliver(request, self.error_response(request, HTTPError(400, problem)))
+        return False
+
+    def _refuse_and_close(self, request: Request, exc: BaseException) -> None:
+        """Answer with the error for ``exc``, then close: the close goes with the answer, which
+        waits behind the answers to earlier pipelined requests on the connection."""
+        _close_after(request)
+        self._order.deliver(request, self.error_response(request, exc))
 
     def connection_closed(self, conn_id: bytes) -> None:
         """The client is gone: tell its handlers (``on_connection_close``), then cancel them."""
@@ -813,3 +860,13 @@ async def _maybe_await(value: Any) -> Any:
     if inspect.isawaitable(value):
         return await value
     return value
+
+
+#: host[:port] as RFC 3986 writes it: a reg-name or IPv4 address, or an IP literal in brackets.
+_HOST = re.compile(rb"(?:[A-Za-z0-9._~!$&'()*+,;=%-]*|\[[0-9A-Fa-f:.vV]+\])(?::[0-9]*)?")
+
+
+def _close_after(request: Request) -> None:
+    """Close the connection after this request's answer, in its turn among pipelined ones."""
+    request.raw_headers[b"connection"] = b"close"
+    request._headers = None  # read again, with the close

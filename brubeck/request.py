@@ -605,8 +605,31 @@ def _lone_surrogate(value: Any) -> bool:
 
 def declares_over(value: bytes, limit: int) -> bool:
     """Whether a Content-Length value is digits that declare more than ``limit`` bytes."""
+    value = value.strip(b" \t")  # Mongrel2 keeps a trailing space in the value
     # More digits than any real body has would only slow int() down (or break it).
     return value.isdigit() and (len(value) > 18 or int(value) > limit)
+
+
+def framing_problem(headers: dict[bytes, Any]) -> HTTPError | None:
+    """The error for a body framed so that Mongrel2 and a handler could read it differently,
+    to be answered with a close; None when it is framed plainly.
+
+    Mongrel2 takes ``Content-Length: +5``, ``5, 5`` and repeated headers, and passes on a
+    transfer coding other than chunked without reading its body (what follows is then read
+    as the next request). RFC 9112 §6.3: a length that is not one decimal number is a 400,
+    a transfer coding the server does not know a 501, and the connection closes either way.
+    """
+    length = headers.get(b"content-length")
+    if length is not None and (type(length) is not bytes or not length.strip(b" \t").isdigit()):
+        return HTTPError(400, "Content-Length must be one decimal number")
+    coding = headers.get(b"transfer-encoding")
+    if coding is None:
+        return None
+    if type(coding) is not bytes:
+        return HTTPError(400, "Transfer-Encoding must be sent once")
+    if coding.strip(b" \t").lower() != b"chunked":
+        return HTTPError(501, "chunked is the only transfer coding taken")
+    return None
 
 
 def _too_large(what: str, limit: int) -> str:

@@ -159,3 +159,28 @@ def finished_upload(headers: dict[bytes, Any], run_dir: str) -> Upload:
         log.error("upload file %s is missing: is mongrel2_run_dir right?", upload.path)
         raise HTTPError(500, "the uploaded file is missing")
     return upload
+
+
+def overran(upload: Upload, headers: dict[bytes, Any]) -> bool:
+    """Cut the file to its declared length if it holds more; True if it did.
+
+    Mongrel2 1.12 writes a request pipelined right after a spooled body into the same file:
+    the handler would read it as the end of the body, and the client wait for its answer.
+    """
+    declared = headers.get(b"content-length")
+    if not isinstance(declared, bytes) or not (digits := declared.strip()).isdigit():
+        return False  # chunked: Mongrel2 wrote the de-chunked body, whatever its length
+    if len(digits) > 18:  # more than any file holds (and more than int() reads past 4300)
+        return False
+    length = int(digits)
+    if upload.size <= length:
+        return False
+    log.warning(
+        "upload %s holds %d bytes for a Content-Length of %d (a request pipelined after "
+        "it?): cut to its length, and the connection closed",
+        upload.path,
+        upload.size,
+        length,
+    )
+    os.truncate(upload.path, length)
+    return True

@@ -2,7 +2,7 @@
 
 The tests whose docstring starts "Was a bug." fail until their fix; the others pin behaviour
 that keeps an attack out and had no test yet. HTTP-visible findings are tested through a real
-Mongrel2 in tests/e2e/test_security_round2.py.
+Mongrel2 in tests/e2e/test_security_edges.py.
 """
 
 from __future__ import annotations
