@@ -12,13 +12,15 @@ Rules of this module:
   coalesced), so Mongrel2's queue of 16 messages per connection is not overrun; nothing is
   sent once the connection is closed, and writes after that are dropped;
 - ``on_close`` runs exactly once for every handler whose ``open`` returned: after the close
-  handshake, a disconnect notice, a ping timeout, or when the app stops.
+  handshake, a disconnect notice, a ping timeout, a protocol error (the connection is failed:
+  close frame and hang-up at once, RFC 6455 section 7.1.7), or when the app stops.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -27,7 +29,7 @@ from urllib.parse import urlsplit
 from .errors import HTTPError
 from .handlers import MessageHandler
 from .request import Request
-from .response import Response, check_header, to_body_bytes
+from .response import Response, to_body_bytes
 from .streaming import BURST, PACE
 from .wsframes import (
     MAX_CONTROL_PAYLOAD,
@@ -41,6 +43,7 @@ from .wsframes import (
     encode_message,
     handshake_reply,
     is_accept_key,
+    is_client_key,
     parse_close,
     parse_flags,
     parse_subprotocols,
@@ -57,6 +60,9 @@ FRAME = "WEBSOCKET"
 
 _CONNECTING, _OPEN, _CLOSING, _CLOSED = range(4)
 
+#: The handshake must be HTTP/1.1 or later (RFC 6455 section 4.2.1 item 1).
+_HTTP_VERSION = re.compile(r"HTTP/(\d{1,3})\.(\d{1,3})", re.ASCII)
+
 
 def _is_awaitable(value: Any) -> bool:
     return value is not None and hasattr(value, "__await__")
@@ -70,18 +76,19 @@ class WebSocketHandler(MessageHandler):
     A plain ``GET`` without the upgrade is answered 426.
     """
 
-    #: Largest message accepted, in bytes; bigger ones close the connection with 1009.
+    #: Largest message accepted, in bytes; bigger ones fail the connection with 1009.
     #: None: the app's ``websocket_max_message_size`` setting (10 MiB by default).
     max_message_size: int | None = None
     #: Seconds of silence from the client before a ping (and a Mongrel2 keep-alive) is sent;
     #: 0 turns pings off. None: the ``websocket_ping_interval`` setting (30 s by default).
     ping_interval: float | None = None
     #: Seconds a ping may go unanswered before the client is taken as gone (``on_close``
-    #: with 1006). None: the ``websocket_ping_timeout`` setting (30 s by default).
+    #: with 1006). None: the ``websocket_ping_timeout`` setting (30 s by default). A client
+    #: sending a message answers no ping until its last byte: allow for the largest one.
     ping_timeout: float | None = None
     #: Seconds to wait for the client to answer ``close()`` before hanging up anyway.
     close_timeout: float = 5.0
-    #: Most messages held while an ``async`` callback runs; past it the connection is closed
+    #: Most messages held while an ``async`` callback runs; past it the connection is failed
     #: with 1008, since the client is sending faster than the handler can take.
     max_pending_messages: int = 1000
 
@@ -149,7 +156,11 @@ class WebSocketHandler(MessageHandler):
         return ["GET", "HEAD", HANDSHAKE]
 
     def get(self, *args: Any, **kwargs: Any) -> Response:
-        raise HTTPError(426, "this is a WebSocket endpoint", {"Upgrade": "websocket"})
+        raise HTTPError(
+            426,
+            "this is a WebSocket endpoint",
+            {"Upgrade": "websocket", "Sec-WebSocket-Version": "13"},
+        )
 
     # What subclasses call
 
@@ -252,6 +263,12 @@ class WebSocketHandler(MessageHandler):
         request = self.request
         if not is_accept_key(request.body):
             raise HTTPError(400, "the handshake lacks the accept key Mongrel2 computes")
+        version = _HTTP_VERSION.fullmatch(request.version)
+        if version is None or (int(version[1]), int(version[2])) < (1, 1):
+            raise HTTPError(400, "a WebSocket handshake is an HTTP/1.1 request")
+        keys = request.headers.getlist("sec-websocket-key")
+        if len(keys) != 1 or not is_client_key(keys[0]):  # RFC 6455 4.2.1 item 5, and 11.3.1
+            raise HTTPError(400, "Sec-WebSocket-Key must be sent once, as base64 for 16 bytes")
         if request.headers.first("sec-websocket-version") != "13":
             raise HTTPError(
                 426, "only WebSocket version 13 is spoken here", {"Sec-WebSocket-Version": "13"}
@@ -263,16 +280,14 @@ class WebSocketHandler(MessageHandler):
     def _open(self, args: tuple[str, ...], kwargs: dict[str, str]) -> Any:
         if self._finished:  # prepare() answered itself (a redirect…): send that instead
             raise _Answered(self.render())
-        offered = parse_subprotocols(self.request.headers.getlist("sec-websocket-protocol"))
+        try:  # only tokens: the chosen one goes back in the 101, so no CR/LF ever does
+            offered = parse_subprotocols(self.request.headers.getlist("sec-websocket-protocol"))
+        except ValueError as exc:
+            raise HTTPError(400, str(exc)) from None
         if offered:
             chosen = self.select_subprotocol(offered)
             if chosen is not None and chosen not in offered:
                 raise ValueError(f"select_subprotocol chose {chosen!r}, not one of {offered}")
-            if chosen is not None:
-                try:  # the client's own text goes back in the 101: no response splitting
-                    check_header("Sec-WebSocket-Protocol", chosen)
-                except ValueError as exc:
-                    raise HTTPError(400, str(exc)) from None
             self.selected_subprotocol = chosen
         opened: Any = self.open(*args, **kwargs)
         if _is_awaitable(opened):
@@ -344,9 +359,12 @@ class WebSocketHandler(MessageHandler):
                     )
                 message = decode_text(body) if opcode == Opcode.TEXT else body
                 self._feed_bounded(self._deliver, message)
-        except FrameError as exc:
-            log.info("closing WebSocket %s: %s", self.conn_id.decode(), exc.reason)
-            self.close(exc.code, _short(exc.reason))
+        except FrameError as exc:  # fail the connection (RFC 6455 7.1.7): no close handshake
+            log.info("failing WebSocket %s: %s", self.conn_id.decode(), exc.reason)
+            reason = _short(exc.reason)
+            if self._state < _CLOSING:
+                self._send(encode_frame(Opcode.CLOSE, encode_close(exc.code, reason)))
+            self._finish(exc.code, reason, hang_up=True)
 
     def _feed_bounded(self, callback: Callable[[Any], Any], received: Any) -> None:
         """Queue what the client sent behind a slow callback, at most ``max_pending_messages``:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import struct
 from collections.abc import Iterable
 from enum import IntEnum
@@ -21,6 +22,9 @@ _ACCEPT_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 #: Control frames carry at most 125 bytes (RFC 6455 section 5.5).
 MAX_CONTROL_PAYLOAD = 125
+
+# An RFC 9110 token (section 5.6.2): what a subprotocol name is made of.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
 class Opcode(IntEnum):
@@ -218,6 +222,14 @@ def accept_key(key: bytes | str) -> bytes:
     return base64.b64encode(hashlib.sha1(key.strip() + _ACCEPT_GUID).digest())
 
 
+def is_client_key(value: str) -> bool:
+    """Whether a ``Sec-WebSocket-Key`` is base64 for 16 bytes (RFC 6455 section 4.2.1 item 5)."""
+    try:
+        return len(base64.b64decode(value.strip(" \t"), validate=True)) == 16
+    except ValueError:  # not base64, or not ASCII
+        return False
+
+
 def is_accept_key(value: bytes) -> bool:
     """Whether a handshake body looks like the accept key Mongrel2 computes (28 base64 bytes)."""
     if len(value) != 28 or not value.endswith(b"="):
@@ -249,5 +261,12 @@ def handshake_reply(
 
 
 def parse_subprotocols(values: list[str]) -> list[str]:
-    """The protocols a client offers, from its ``Sec-WebSocket-Protocol`` header lines."""
-    return [token.strip() for value in values for token in value.split(",") if token.strip()]
+    """The protocols a client offers, from its ``Sec-WebSocket-Protocol`` header lines.
+
+    Raises:
+        ValueError: an offer that is not an RFC 9110 token (CR, LF, spaces, quotes…).
+    """
+    offered = [name.strip(" \t") for value in values for name in value.split(",")]
+    if any(name and _TOKEN.fullmatch(name) is None for name in offered):
+        raise ValueError("Sec-WebSocket-Protocol offers a name that is not a token")
+    return [name for name in offered if name]
