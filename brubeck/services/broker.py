@@ -10,7 +10,9 @@ Rules of this module:
   to the front of its queue, at most ``max_redeliveries`` times;
 - a retry of a request that is still queued or still held by a live worker (same envelope:
   client identity and request id) is ignored, so a client's retries never run a request twice
-  while its first copy is alive;
+  while its first copy is alive; a retry of a queued copy restarts its wait for a worker, as a
+  new copy would. A request dropped after ``max_redeliveries`` (it kills workers) is
+  remembered for ``queue_timeout``, and its retries are ignored too;
 - a request waiting longer than ``queue_timeout`` for a worker is dropped: its client has given
   up by then;
 - sends never block and never vanish silently: ROUTER_MANDATORY turns a gone or full peer into
@@ -107,7 +109,8 @@ class Broker:
         self.max_queue = max_queue
         self.max_redeliveries = max_redeliveries
         self.max_batch = 1024
-        #: Requests ignored because the same request was already queued or held by a worker.
+        #: Requests ignored because the same request was already queued or held by a worker,
+        #: or was dropped after ``max_redeliveries`` less than ``queue_timeout`` ago.
         self.duplicates = 0
         #: Requests dropped unanswered: expired in the queue, over ``max_queue``, or after
         #: ``max_redeliveries``.
@@ -119,6 +122,9 @@ class Broker:
         self._services: dict[bytes, _Service] = {}
         self._workers: dict[bytes, _Worker] = {}
         self._pending: dict[tuple[bytes, ...], _Request] = {}
+        #: Envelopes of requests dropped after ``max_redeliveries``, oldest first: until when
+        #: their retries are ignored.
+        self._poisoned: dict[tuple[bytes, ...], float] = {}
         self._tokens = itertools.count(1)
         self._loop_time = time.monotonic
 
@@ -175,6 +181,7 @@ class Broker:
         self._workers.clear()
         self._services.clear()
         self._pending.clear()
+        self._poisoned.clear()
         assert self._socket is not None and self._wire is not None
         self._wire.detach()
         self._socket.close(linger=200)  # long enough for the DISCONNECTs to leave
@@ -263,8 +270,11 @@ class Broker:
             self._send(mdp.to_client(message.envelope, message.service, [answer]))
             return
         key = message.envelope if len(message.envelope) > 1 else None
-        if key is not None and key in self._pending:
+        if key is not None and (key in self._pending or key in self._poisoned):
             self.duplicates += 1
+            if (pending := self._pending.get(key)) is not None:
+                # Queued, it waits anew; held, it gets a new time if it is queued again.
+                pending.queued_at = now
             return
         service = self._service(message.service)
         if len(service.requests) >= self.max_queue:
@@ -377,6 +387,8 @@ class Broker:
             return
         if request.deliveries > self.max_redeliveries:
             self._drop(request, f"was given to {request.deliveries} workers that all died")
+            if len(request.envelope) > 1:
+                self._poisoned[request.envelope] = now + self.queue_timeout
         else:
             request.queued_at = now
             service.requests.appendleft(request)
@@ -390,6 +402,8 @@ class Broker:
 
     def _tick(self, now: float, expire: bool = True) -> None:
         """Once a heartbeat: expire silent workers and old requests, heartbeat idle links."""
+        while self._poisoned and next(iter(self._poisoned.values())) <= now:
+            del self._poisoned[next(iter(self._poisoned))]
         for worker in list(self._workers.values()):
             if expire and worker.expires <= now:
                 self._unregister(worker, now, "went silent (no heartbeat): taken for dead")
@@ -418,10 +432,10 @@ def _unservable(name: bytes) -> str | None:
     """Why no worker may register for ``name``, or ``None``: a name no client can ask for
     (it would be registered, and counted, for nothing), or ``mmi.*``, which the broker answers."""
     try:
-        mdp.service_name(name)
+        mdp.worker_service_name(name)
     except ValueError as exc:
         return str(exc)
-    return "mmi.* is reserved" if name.startswith(b"mmi.") else None
+    return None
 
 
 def _shown(name: bytes) -> str:

@@ -10,7 +10,10 @@ Rules of this module:
   first reply to any attempt is the answer, so a resend never throws away work in progress,
   and the broker ignores a resend while the first copy is queued or held by a live worker;
 - after ``timeout`` seconds in all the call raises ``ServiceUnavailable``: it never hangs, and
-  it sends nothing once that deadline has passed, however many ``retries`` it was given;
+  it sends nothing once that deadline has passed, however many ``retries`` it was given. A
+  send waits for a connected broker (``ZMQ_IMMEDIATE``): nothing is queued for a broker that
+  is not there, to reach it after the call gave up. Over ``inproc://``, which ZeroMQ never
+  reconnects, a refused send opens a new socket, so a restarted broker is found again;
 - a client belongs to the event loop that first used it.
 """
 
@@ -108,11 +111,7 @@ class ServiceClient:
         for _, future in self._pending.values():
             if not future.done():
                 future.set_exception(ServiceUnavailable("the ServiceClient was closed"))
-        if self._socket is not None:
-            assert self._wire is not None
-            self._wire.detach()
-            self._socket.close(linger=0)
-            self._socket = self._wire = None
+        self._close_socket()
 
     async def __aenter__(self) -> ServiceClient:
         return self
@@ -135,10 +134,19 @@ class ServiceClient:
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SNDHWM, 100_000)
         sock.setsockopt(zmq.RCVHWM, 100_000)
+        # Queue nothing while no broker is connected: a call's attempts must not outlive it.
+        sock.setsockopt(zmq.IMMEDIATE, 1)
         sock.connect(self.address)
         self._socket, self._loop = sock, loop
         self._wire = LoopSocket(sock, self._on_reply)
         return loop
+
+    def _close_socket(self) -> None:
+        if self._socket is not None:
+            assert self._wire is not None
+            self._wire.detach()
+            self._socket.close(linger=0)
+            self._socket = self._wire = None
 
     async def _call(
         self, service: bytes, body: list[bytes], timeout: float | None, retries: int | None
@@ -182,14 +190,19 @@ class ServiceClient:
         )
 
     async def _send(self, frames: list[bytes], deadline: float) -> bool:
-        """Send now if the socket has room, else retry until ``deadline``; False if never."""
+        """Send now if a broker is connected and has room, else retry until ``deadline``;
+        False if never."""
         loop = asyncio.get_running_loop()
         while True:
             if self._wire is None:
                 raise ServiceUnavailable("the ServiceClient was closed")
             if self._wire.send(frames):
                 return True
-            # Full: 100,000 requests queued for a broker that does not take them.
+            if self.address.startswith("inproc://"):
+                # ZeroMQ never reconnects inproc: a new socket finds a broker bound since.
+                self._close_socket()
+                self._open()
+            # No broker connected (yet, or any more), or 100,000 requests queued for one.
             if loop.time() >= deadline:
                 return False
             await asyncio.sleep(min(0.01, max(0.0, deadline - loop.time())))

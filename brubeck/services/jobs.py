@@ -35,7 +35,7 @@ from ..loops import run_until_signal
 from .checks import check_count, check_seconds
 from .errors import PayloadError, ServiceUnavailable
 from .payload import decode, encode
-from .running import Handler, being_cancelled, call_handler
+from .running import Handler, Threads, being_cancelled, call_handler
 from .sockets import bind_or_connect
 
 log = logging.getLogger("brubeck.services.jobs")
@@ -138,7 +138,13 @@ class JobQueue:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while (left := deadline - loop.time()) > 0:
-            await sock.poll(max(1, int(left * 1000)), zmq.POLLOUT)  # type: ignore[call-arg]
+            try:
+                await sock.poll(max(1, int(left * 1000)), zmq.POLLOUT)  # type: ignore[call-arg]
+            except asyncio.CancelledError:
+                if being_cancelled() or not sock.closed:
+                    raise
+                # close() closed the socket under the poll, and pyzmq cancelled it.
+                raise ServiceUnavailable(f"the JobQueue at {self.address} was closed") from None
             if send_now(sock, frames):
                 return
         if self.workers:
@@ -309,6 +315,8 @@ class JobWorker:
         self._stopping: asyncio.Event | None = None
         self._stop_requested = False
         self._bound = asyncio.Event()
+        self._bind_error: OSError | None = None
+        self._threads = Threads(self.concurrency, "brubeck-job-worker")
 
     def job(self, func: H) -> H:
         """Decorator: make ``func`` this worker's handler."""
@@ -319,11 +327,14 @@ class JobWorker:
         """Run one job; override it in a subclass, or give a handler."""
         if self._handler is None:
             raise NotImplementedError("this JobWorker has no handler")
-        await call_handler(self._handler, payload)
+        await call_handler(self._handler, payload, self._threads)
 
     async def started(self) -> str:
-        """Wait until the socket is bound or connected; return its address."""
+        """Wait until the socket is bound or connected; return its address. Raises the
+        ``OSError`` that ``serve()`` raised when it could not bind or connect."""
         await self._bound.wait()
+        if self._bind_error is not None:
+            raise self._bind_error
         return self.address
 
     async def serve(self) -> None:
@@ -345,9 +356,12 @@ class JobWorker:
             self.address = bind_or_connect(
                 sock, self.address, bind=self.bind, owner="the job worker"
             )
-        except OSError:
+        except OSError as exc:
             sock.close()
+            self._bind_error = exc
+            self._bound.set()
             raise
+        self._bind_error = None
         self._bound.set()
         loop = asyncio.get_running_loop()
         lanes = [loop.create_task(self._lane(sock)) for _ in range(self.concurrency)]
@@ -360,6 +374,7 @@ class JobWorker:
             for lane in lanes:
                 lane.cancel()
             await asyncio.gather(*lanes, return_exceptions=True)
+            self._threads.close()
             sock.close()
             self._bound.clear()
 
@@ -395,7 +410,7 @@ class JobWorker:
             log.warning("dropped a job that is not a payload: %s", exc)
             return
         try:
-            await call_handler(self.handle, payload)
+            await call_handler(self.handle, payload, self._threads)
         except asyncio.CancelledError:
             if being_cancelled():  # stop() ran out of time for this job
                 raise

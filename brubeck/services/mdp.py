@@ -52,6 +52,14 @@ def service_name(name: str | bytes) -> bytes:
     return raw
 
 
+def worker_service_name(name: str | bytes) -> bytes:
+    """A service name a worker may register: any but ``mmi.*``, which the broker answers."""
+    raw = service_name(name)
+    if raw.startswith(b"mmi."):
+        raise ValueError(f"mmi.* is reserved for the broker's management interface, got {name!r}")
+    return raw
+
+
 # Client side: what a client's DEALER sends and receives.
 
 

@@ -4,7 +4,8 @@ Rules of this module:
 - each of ``concurrency`` links is one MDP worker: its own DEALER socket, its own identity at
   the broker, and at most one request at a time, as MDP/0.1 requires;
 - a link heartbeats whenever it has sent nothing for ``heartbeat`` seconds, also while its
-  handler runs (a plain ``def`` handler runs in a thread, so the event loop stays free);
+  handler runs (a plain ``def`` handler runs on one of the worker's ``concurrency`` threads,
+  so the event loop stays free; see ``running.py``);
 - a link that hears nothing from the broker for ``liveness`` heartbeats, or is told
   DISCONNECT, closes its socket and registers again on a new one after ``reconnect`` seconds;
   a request it was working on is abandoned, since the broker gives it to another worker;
@@ -32,7 +33,7 @@ from . import mdp
 from .checks import check_count
 from .errors import PayloadError
 from .payload import decode, encode, encode_error
-from .running import Handler, being_cancelled, call_handler, describe
+from .running import Handler, Threads, being_cancelled, call_handler, describe
 from .sockets import LoopSocket
 
 log = logging.getLogger("brubeck.services.worker")
@@ -89,7 +90,8 @@ class ServiceWorker:
         self.shutdown_timeout = shutdown_timeout
         #: Requests answered (handler failures included) since the worker started.
         self.handled = 0
-        self._name = mdp.service_name(service)
+        self._name = mdp.worker_service_name(service)
+        self._threads = Threads(concurrency, f"brubeck-worker-{service}")
         self._handler = handler
         self._context = context
         self._stopping: asyncio.Event | None = None
@@ -105,7 +107,7 @@ class ServiceWorker:
         """Answer one request; override it in a subclass, or give a handler."""
         if self._handler is None:
             raise NotImplementedError("this ServiceWorker has no handler")
-        return await call_handler(self._handler, payload)
+        return await call_handler(self._handler, payload, self._threads)
 
     async def serve(self) -> None:
         """Register with the broker and answer requests until ``stop()``."""
@@ -128,6 +130,7 @@ class ServiceWorker:
             for link in links:
                 link.cancel()
             await asyncio.gather(*links, return_exceptions=True)
+            self._threads.close()
 
     def stop(self) -> None:
         """Finish the requests in progress, say DISCONNECT, and return from ``serve()``.
@@ -252,7 +255,7 @@ class ServiceWorker:
         except PayloadError as exc:
             return encode_error(f"PayloadError: {exc}")
         try:
-            result = await call_handler(self.handle, payload)
+            result = await call_handler(self.handle, payload, self._threads)
         except asyncio.CancelledError:
             if being_cancelled():  # the link abandons this request: no reply
                 raise
