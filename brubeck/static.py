@@ -13,7 +13,8 @@ Rules of this module:
   404, and so is a hidden name (a part starting with ``.``) unless ``serve_hidden``;
 - a request whose ``v`` is the file's current version gets ``Cache-Control: public,
   max-age=31536000, immutable``; a stale ``v`` gets ``no-cache``, so an old page never pins
-  new content for a year;
+  new content for a year; the version is checked on the open file that is then sent, so a
+  file replaced meanwhile never goes out under the version of the one it replaced;
 - versions are the first 16 hex digits of the SHA-256 of the content, remembered per file until
   its size, modification time or inode changes. Hashing reads the whole file once: handlers do
   it in a thread, ``static_url`` (called while rendering) on the spot.
@@ -25,13 +26,14 @@ import asyncio
 import hashlib
 import logging
 import os
+import posixpath
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import quote
 
 from .errors import HTTPError
-from .files import open_file, path_inside
+from .files import guess_type, open_file, path_inside
 from .handlers import MessageHandler
 from .response import Response
 
@@ -75,18 +77,28 @@ class StaticVersions:
         except HTTPError:
             return None
         with handle:
-            identity = _identity(status)
-            entry = self._known.get(path)
-            if entry is not None and entry[0] == identity:
-                return entry[1]
-            digest = hashlib.sha256()
-            try:
-                while piece := handle.read(1 << 20):
-                    digest.update(piece)
-            except OSError:
-                return None
+            return self.version_of_open(path, handle, status)
+
+    def remembered(self, path: Path, status: os.stat_result) -> str | None:
+        """The version remembered for ``path`` if ``status`` (of an open handle) is its file's."""
+        entry = self._known.get(path)
+        return entry[1] if entry is not None and entry[0] == _identity(status) else None
+
+    def version_of_open(self, path: Path, handle: BinaryIO, status: os.stat_result) -> str | None:
+        """The version of the content of ``handle`` (open on ``path``, ``status`` its fstat),
+        remembered under ``path``: the version of those very bytes, whatever ``path`` names
+        by now. Hashing blocks: a handler calls it in a thread."""
+        current = self.remembered(path, status)
+        if current is not None:
+            return current
+        digest = hashlib.sha256()
+        try:
+            while piece := handle.read(1 << 20):  # a handle just opened: from its start
+                digest.update(piece)
+        except OSError:
+            return None
         value = digest.hexdigest()[:VERSION_LENGTH]
-        self._known[path] = (identity, value)
+        self._known[path] = (_identity(status), value)
         return value
 
 
@@ -131,11 +143,17 @@ class StaticFiles:
         A name that leads out of the directory is a ValueError (it is the code's mistake, not
         the client's); a missing file logs a warning and gets a URL without a version.
         """
+        # The name as a browser will ask for it: it drops ``.`` and ``..`` parts before it does
+        # (RFC 3986 §5.2.4), so ``..`` must not climb above the prefix, even to come back.
+        relative = posixpath.normpath(name or ".")
+        if relative.startswith("/") or relative == ".." or relative.startswith("../"):
+            raise ValueError(f"static file name {name!r} leads out of {self.root}")
+        relative = "" if relative == "." else relative + "/" * name.endswith("/")
         try:
-            path = path_inside(name, self.root)
+            path = path_inside(relative, self.root)
         except HTTPError:
             raise ValueError(f"static file name {name!r} leads out of {self.root}") from None
-        url = self.prefix + quote(name.lstrip("/"))
+        url = self.prefix + quote(relative)
         if not include_version:
             return url
         version = self.versions.version(path)
@@ -182,21 +200,26 @@ class StaticFileHandler(MessageHandler):
                 return self.redirect(location, permanent=True)
             name = os.path.join(name, self.default_filename)
         version = self.get_argument("v", None)
-        if version is not None:
-            self.set_header("Cache-Control", await self._cache_control_for(version, name, root))
-        elif self.cache_control is not None:
-            self.set_header("Cache-Control", self.cache_control)
-        return await self.send_file(name, root=root)
+        if version is None:
+            if self.cache_control is not None:
+                self.set_header("Cache-Control", self.cache_control)
+            return await self.send_file(name, root=root)
+        # The version is checked on the very handle whose bytes are sent: a file renamed into
+        # place meanwhile must not go out for a year under the version of the one it replaced.
+        handle, status = open_file(name, root)
+        with handle:
+            versions = self.application.static_versions
+            real = path_inside(name, root)  # the key static_url remembers the version under
+            current = versions.remembered(real, status)
+            if current is None:  # a first request, or a changed file: hash it off the event loop
+                current = await asyncio.to_thread(versions.version_of_open, real, handle, status)
+            self.set_header("Cache-Control", IMMUTABLE if version == current else "no-cache")
+            return await self.send_file(_reopenable(handle), guess_type(name))
 
-    async def _cache_control_for(
-        self, version: str, name: str, root: str | os.PathLike[str]
-    ) -> str:
-        path = path_inside(name, root)
-        versions = self.application.static_versions
-        current = versions.known(path)
-        if current is None:  # a first request, or a changed file: hash it off the event loop
-            current = await asyncio.to_thread(versions.version, path)
-        return IMMUTABLE if version == current else "no-cache"
+
+def _reopenable(handle: BinaryIO) -> str:
+    """A name that opens the same file as ``handle``, even once its own name is another's."""
+    return f"/dev/fd/{handle.fileno()}"
 
 
 def _name_from(args: tuple[str | None, ...], kwargs: dict[str, str | None]) -> str | None:
