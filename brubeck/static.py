@@ -16,8 +16,8 @@ Rules of this module:
   new content for a year; the version is checked on the open file that is then sent, so a
   file replaced meanwhile never goes out under the version of the one it replaced;
 - versions are the first 16 hex digits of the SHA-256 of the content, remembered per file until
-  its size, modification time or inode changes. Hashing reads the whole file once: handlers do
-  it in a thread, ``static_url`` (called while rendering) on the spot.
+  its size, modification or change time, or inode changes. Hashing reads the whole file once:
+  handlers do it in a thread, ``static_url`` (called while rendering) on the spot.
 """
 
 from __future__ import annotations
@@ -46,11 +46,13 @@ IMMUTABLE = "public, max-age=31536000, immutable"
 #: Hex digits of the SHA-256 kept in a version: 64 bits, no collision between two builds.
 VERSION_LENGTH = 16
 
-_Identity = tuple[int, int, int, int]
+_Identity = tuple[int, int, int, int, int]
 
 
 def _identity(status: os.stat_result) -> _Identity:
-    return (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
+    # ctime too: a build that rewrites a file in place and restores its mtime (reproducible
+    # builds do) changes it, and nobody can set it back; a stale version would be immutable.
+    return (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns)
 
 
 class StaticVersions:
