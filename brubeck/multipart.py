@@ -4,7 +4,8 @@ Rules of this module:
 - sans I/O: the whole body is already in memory (Mongrel2 sends it inline); parsing walks it
   with ``bytes.find`` from one delimiter to the next, never byte by byte in Python;
 - a part is a file when its Content-Disposition has a ``filename`` (even an empty one, which
-  is what a browser sends for a file input left empty), otherwise a field, decoded as UTF-8;
+  is what a browser sends for a file input left empty), otherwise a field, decoded as UTF-8
+  unless its Content-Type names another ``charset`` (RFC 7578 4.4);
 - names and filenames are unescaped as clients escape them: ``\\"`` and ``\\\\`` inside quotes,
   and the HTML standard's ``%22``, ``%0D``, ``%0A``; ``filename*=UTF-8''…`` wins over
   ``filename``;
@@ -40,6 +41,8 @@ _PARAM = re.compile(
 _QUOTED_PAIR = re.compile(r'\\([\\"])')
 _HTML_ESCAPE = re.compile(r"%(22|0[dD]|0[aA])")
 _HTML_UNESCAPED = {"22": '"', "0d": "\r", "0a": "\n"}
+# A bare CR or LF in a header line would smuggle another header line into a value.
+_CONTROL = re.compile(r"[\r\n]")
 # RFC 2046 bchars: 1 to 70 of them, and not ending with a space.
 _BOUNDARY = re.compile(r"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]")
 
@@ -168,10 +171,7 @@ def parse_multipart(
                     f"the form's fields hold more than {max_fields_size} bytes "
                     "(the max_form_fields_size setting); send large values as files",
                 )
-            try:
-                text = content.decode("utf-8")
-            except UnicodeDecodeError:
-                raise _bad(f"field {name!r} is not valid UTF-8") from None
+            text = _field_text(name, content_type, content)
             fields.setdefault(name, []).append(text)
         else:
             files.setdefault(name, []).append(UploadedFile(name, filename, content_type, content))
@@ -217,6 +217,24 @@ def _part(body: bytes, start: int, end: int, index: int) -> tuple[str, str | Non
     return _html_unescape(name), filename, content_type, body[content_start:end]
 
 
+def _field_text(name: str, content_type: str, content: bytes) -> str:
+    """A field's value, decoded with its Content-Type's ``charset`` or else as UTF-8."""
+    charset = "UTF-8"
+    if "charset" in content_type.lower():
+        try:
+            charset = parse_params(content_type, f"Content-Type of field {name!r}")[1].get(
+                "charset", charset
+            )
+        except HTTPError as exc:
+            raise _bad(str(exc.message)) from None
+    try:
+        return content.decode(charset)
+    except LookupError:
+        raise _bad(f"field {name!r} has an unknown charset {charset[:40]!r}") from None
+    except UnicodeDecodeError:
+        raise _bad(f"field {name!r} is not valid {charset[:40]}") from None
+
+
 def _headers(head: bytes, index: int) -> dict[str, str]:
     try:
         text = head.decode("utf-8")
@@ -227,7 +245,7 @@ def _headers(head: bytes, index: int) -> dict[str, str]:
         return headers
     for line in text.split("\r\n"):
         name, sep, value = line.partition(":")
-        if not sep or not _TOKEN.fullmatch(name):
+        if not sep or not _TOKEN.fullmatch(name) or _CONTROL.search(value):
             raise _bad(f"part {index} has a malformed header line {line[:100]!r}")
         key = name.lower()
         if key in headers:
@@ -269,13 +287,17 @@ def encode_multipart(
 ) -> tuple[bytes, str]:
     """A multipart/form-data body and its Content-Type value, as a browser would send them.
 
-    A field value may be a list (the name is repeated); a file is ``bytes``,
+    A field value may be a list (the name is repeated), ``bytes`` (sent as they are) or
+    anything else (sent as ``str(value)`` in UTF-8); a file is ``bytes``,
     ``(filename, bytes)``, ``(filename, bytes, content_type)`` or an ``UploadedFile``.
+    A ``boundary`` starting a line of the content, or not valid, or a content type holding CR or LF,
+    is a ``ValueError``.
     """
     chunks: list[bytes] = []
     for name, value in (fields or {}).items():
         for item in value if isinstance(value, list) else [value]:
-            chunks.append(_disposition(name, None, None) + str(item).encode("utf-8"))
+            data = item if isinstance(item, bytes) else str(item).encode("utf-8")
+            chunks.append(_disposition(name, None, None) + data)
     for name, value in (files or {}).items():
         for spec in value if isinstance(value, list) else [value]:
             filename, data, ctype = _file_spec(name, spec)
@@ -284,6 +306,10 @@ def encode_multipart(
         boundary = secrets.token_hex(16)
         while any(boundary.encode() in chunk for chunk in chunks):
             boundary = secrets.token_hex(16)
+    elif not _BOUNDARY.fullmatch(boundary):
+        raise ValueError(f"invalid multipart boundary {boundary[:100]!r} (RFC 2046)")
+    elif any(b"\r\n--" + boundary.encode() in chunk for chunk in chunks):
+        raise ValueError(f"the boundary {boundary!r} starts a line of the content: pick another")
     dash = b"--" + boundary.encode("ascii")
     body = b"".join(dash + b"\r\n" + chunk + b"\r\n" for chunk in chunks) + dash + b"--\r\n"
     return body, f"multipart/form-data; boundary={boundary}"
@@ -302,5 +328,7 @@ def _file_spec(name: str, spec: FileSpec) -> tuple[str, bytes, str]:
 def _disposition(name: str, filename: str | None, content_type: str | None) -> bytes:
     head = f'Content-Disposition: form-data; name="{_escape(name)}"'
     if filename is not None:
+        if _CONTROL.search(str(content_type)):
+            raise ValueError(f"CR or LF in the content type {content_type!r}")
         head += f'; filename="{_escape(filename)}"\r\nContent-Type: {content_type}'
     return head.encode("utf-8") + b"\r\n\r\n"
