@@ -11,8 +11,8 @@ Rules of this module:
   so that caches keep the two forms apart; so does a handler's own 304 (RFC 9110 §15.4.5);
 - a handler's strong ``ETag`` becomes weak on a compressed body: the bytes differ, the
   content does not (RFC 9110 §8.8.1);
-- a 206 (one byte range of a file) is sent as it is, and a compressed body drops
-  ``Accept-Ranges``: ranges count in the plain bytes;
+- a 206 (one byte range of a file), or any body with a ``Content-Range``, is sent as it is,
+  and a compressed body drops ``Accept-Ranges``: ranges count in the plain bytes;
 - a stream (``flush()``, chunked or to the close) of a text-like type is gzipped with a sync
   point at every flush (``streaming.ResponseStream``), whatever its size; event streams and
   files streamed with their length are sent as written; an answer to many connections
@@ -119,7 +119,7 @@ def negotiate(
     client takes gzip."""
     if status < 200 or status == 204:
         return None  # no body and nothing to vary
-    content_type, varies = None, []
+    content_type, varies, ranged = None, [], status == 206
     for name, value in headers:
         lower = name.lower()
         if lower == "content-type":
@@ -128,6 +128,8 @@ def negotiate(
             return None  # already encoded by the handler
         elif lower == "vary":
             varies.append(value)
+        elif lower == "content-range":
+            ranged = True
         elif lower == "cache-control" and _NO_TRANSFORM.search(value):
             return None  # the handler forbids changing the bytes (RFC 9111 §5.2.2.6)
     if content_type is None and (has_body or status == 304):
@@ -141,7 +143,7 @@ def negotiate(
         # Every Vary line the handler set is kept, in one line with ours.
         merged = ", ".join([*(v.strip() for v in varies if v.strip()), "Accept-Encoding"])
         headers = [(n, v) for n, v in headers if n.lower() != "vary"] + [("Vary", merged)]
-    if status == 206:  # a byte range of the plain file: sent as it is, with its 200's Vary
+    if ranged:  # bytes counted by a Content-Range (a 206's range): sent as they are, with Vary
         return headers, False
     accepted = header_text(request.raw_headers, b"accept-encoding")
     return headers, accepted is not None and accepts_gzip(accepted)

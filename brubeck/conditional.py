@@ -4,9 +4,10 @@ Rules of this module (RFC 9110 §13):
 - only a 200 answer to GET or HEAD becomes a 304; every other status, method and streamed
   response goes out as it is;
 - ``If-None-Match`` compares entity tags weakly (``W/"x"`` matches ``"x"``); ``*`` matches
-  any representation that has a validator. ``If-Modified-Since`` counts only when there is
-  no ``If-None-Match``, and a field that is not one date (two dates, junk) is ignored, as
-  the RFC says;
+  any representation that has a validator. A malformed element (unquoted, unclosed, a
+  lower-case ``w/``) matches nothing, for ``If-Match`` too. ``If-Modified-Since`` counts only
+  when there is no ``If-None-Match``, and a field that is not one HTTP-date in one of its
+  three forms (IMF-fixdate, RFC 850, asctime; two dates, junk) is ignored, as the RFC says;
 - the validators come from the response: an ``ETag`` or ``Last-Modified`` header the
   handler set, or an ``ETag`` computed from the body when the app's ``etag`` setting is on;
 - the app's hot path pays two header lookups per request when the client sent neither field;
@@ -50,14 +51,31 @@ def _opaque(tag: str) -> str:
     return tag[2:] if tag[:2] == "W/" else tag
 
 
-#: One entity tag of a list: a quoted string may hold commas (RFC 9110 §8.8.3).
+#: One element of a list, up to a comma outside quotes: a tag may hold commas (RFC 9110 §8.8.3).
+_ITEM = re.compile(r'(?:[^,"]|"[^"]*"?)+')
+#: An entity tag: ``W/`` (upper case) or nothing, then a quoted string.
 _TAG = re.compile(r'(?:W/)?"[^"]*"')
+
+
+def _entity_tags(field: str) -> list[str]:
+    """The entity tags of a list; a malformed element (unquoted, unclosed, ``w/``, junk before
+    the quote) is left out: it names no tag, so it matches none."""
+    return [tag for item in _ITEM.findall(field) if _TAG.fullmatch(tag := item.strip())]
 
 
 def _tags_match(field: str, etag: str) -> bool:
     """``If-None-Match`` against the current tag, by weak comparison."""
     current = _opaque(etag)
-    return any(_opaque(tag) == current for tag in _TAG.findall(field))
+    return any(_opaque(tag) == current for tag in _entity_tags(field))
+
+
+#: The shape of one HTTP-date: IMF-fixdate (a numeric zone tolerated), RFC 850, asctime.
+_HTTP_DATE = re.compile(
+    r"\s*(?:[A-Za-z]{3}, \d{1,2} [A-Za-z]{3} \d{4} \d\d:\d\d:\d\d (?:GMT|UTC|[+-]\d{4})"
+    r"|[A-Za-z]{6,9}, \d\d-[A-Za-z]{3}-\d\d \d\d:\d\d:\d\d GMT"
+    r"|[A-Za-z]{3} [A-Za-z]{3} [ \d]?\d \d\d:\d\d:\d\d \d{4})\s*",
+    re.ASCII,
+)
 
 
 def _parse_date(text: str) -> datetime | None:
@@ -87,9 +105,9 @@ def _unchanged_since(
     since_text = header_text(raw_headers, key)
     if since_text is None or last_modified is None:
         return None
-    # One date has at most one comma ("Sun, 06 Nov 1994 …"); more is a list (a repeated field
-    # arrives joined by ", "), which the RFC says to ignore (RFC 9110 §13.1.3, §13.1.4).
-    if since_text.count(",") > 1:
+    # Only one date in one of its three forms counts: a list (a repeated field arrives joined
+    # by ", ") or a date with junk is ignored (RFC 9110 §5.6.7, §13.1.3, §13.1.4).
+    if _HTTP_DATE.fullmatch(since_text) is None:
         return None
     since, modified = _parse_date(since_text), _parse_date(last_modified)
     if since is None or modified is None:
@@ -125,7 +143,7 @@ def preconditions_hold(
             return etag is not None or last_modified is not None
         if etag is None or etag.startswith("W/"):
             return False  # a weak tag never matches strongly
-        return any(tag == etag for tag in _TAG.findall(if_match) if not tag.startswith("W/"))
+        return any(tag == etag for tag in _entity_tags(if_match) if not tag.startswith("W/"))
     return _unchanged_since(raw_headers, b"if-unmodified-since", last_modified) is not False
 
 
