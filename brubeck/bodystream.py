@@ -85,6 +85,8 @@ class BodyStream:
     async def read(self) -> bytes:
         """The next piece; ``b""`` once the body has ended.
 
+        One read at a time: a read while another waits raises ``RuntimeError``.
+
         Raises the ``HTTPError`` that ended the upload early (the client went away, a
         piece was missing), so that a handler that ignores it still answers sensibly.
         """
@@ -95,6 +97,8 @@ class BodyStream:
                 raise self._error
             if self._ended:
                 return b""
+            if self._waiter is not None:  # one waiter only: the other would wait for good
+                raise RuntimeError("another read of this body_stream is already waiting")
             self._waiter = asyncio.get_running_loop().create_future()
             try:
                 await self._waiter

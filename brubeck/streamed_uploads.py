@@ -17,12 +17,13 @@ Rules of this module:
 - the route, the method, ``max_upload_size`` and ``accept_upload()`` are checked on the first
   message, as for any upload; a refusal is answered at once;
 - at most ``upload_stream_window`` bytes are granted and not yet written (or read): a slow
-  disk or handler slows the client down instead of filling this process's memory;
-- a piece out of order, a body past ``max_upload_size`` (chunked bodies announce no size) or a
-  failing disk ends the upload with an answer (400, 413, 500); so does a client that sends
-  nothing for ``upload_stream_timeout`` seconds (408), because Mongrel2 does not always say
-  when a client left. An upload that ends early ends its connection too (a cancel, half a
-  second after the answer);
+  disk or handler slows the client down instead of filling this process's memory (a first
+  message larger than the window is the one excess, and is not granted again when read);
+- a piece out of order (or overlapping another), a body past ``max_upload_size`` (chunked
+  bodies announce no size) or a failing disk ends the upload with an answer (400, 413,
+  500); so does a client that sends nothing for ``upload_stream_timeout`` seconds (408),
+  because Mongrel2 does not always say when a client left. An upload that ends early ends
+  its connection too (a cancel, half a second after the answer);
 - the file is deleted when the client goes, when the upload fails, and after the response
   unless the handler keeps it;
 - all pieces of one upload must reach the process that took its first message. With several
@@ -75,6 +76,7 @@ class _Spool:
     ``BodyStream`` a running handler reads), and a timer."""
 
     __slots__ = (
+        "debt",
         "early",
         "early_bytes",
         "file",
@@ -115,6 +117,8 @@ class _Spool:
         #: pieces that came before an earlier one, by offset (see ``StreamedUploads._piece``)
         self.early: dict[int, Request] = {}
         self.early_bytes = 0
+        #: live mode: bytes of the first message past the window, not granted again when read
+        self.debt = 0
         self.timer: asyncio.TimerHandle | None = None
 
     def close(self, delete: bool) -> None:
@@ -294,11 +298,14 @@ class StreamedUploads:
         spool = self._spools[request.conn_id] = _Spool(request, None, None, limits)
         first = request.body
         size = decimal(request.raw_headers.get(b"content-length"))
-        stream = spool.stream = BodyStream(size, lambda taken: self._grant(spool, taken))
+        stream = spool.stream = BodyStream(size, lambda taken: self._read_out(spool, taken))
         if request.raw_headers.get(STREAM) != b"0":
             self._out_of_order(spool, request)
         else:
-            # Up to a window of bytes may wait, unread, in this process.
+            # Up to a window of bytes may wait, unread, in this process. The first message
+            # may carry more (Mongrel2 read it with the headers): the excess is not granted
+            # again as it is read.
+            spool.debt = max(0, len(first) - spool.window)
             self._take(spool, request, spool.window - len(first))
         request.set_upload(_LiveBody(self, request, stream))
         request._stream = stream
@@ -353,6 +360,10 @@ class StreamedUploads:
             piece = spool.early.pop(spool.received, None)
             if piece is not None:
                 spool.early_bytes -= len(piece.body)
+        stale = [early for offset, early in spool.early.items() if offset < spool.received]
+        if stale:  # an early piece overlaps what was written: it would never be taken
+            self._out_of_order(spool, stale[0])
+            return None
         self._grant(spool, credits)
         return None
 
@@ -384,6 +395,12 @@ class StreamedUploads:
             self._fail(spool, HTTPError(500, "the upload could not be stored"))
             return False
         return True
+
+    def _read_out(self, spool: _Spool, taken: int) -> None:
+        """A live handler read ``taken`` bytes: as many may come again, less any debt."""
+        owed = min(spool.debt, taken)
+        spool.debt -= owed
+        self._grant(spool, taken - owed)
 
     def _grant(self, spool: _Spool, credits: int) -> None:
         """Let Mongrel2 read ``credits`` more bytes, and give the client time to send them."""
