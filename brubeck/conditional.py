@@ -128,6 +128,20 @@ def is_fresh(
     return _unchanged_since(raw_headers, b"if-modified-since", last_modified) is True
 
 
+def none_match_holds(
+    raw_headers: dict[bytes, Any], etag: str | None = None, last_modified: Moment | None = None
+) -> bool:
+    """For a method other than GET and HEAD: False when ``If-None-Match`` names the current
+    version, or is ``*`` and one exists ("create only" must not overwrite: RFC 9110
+    §13.1.2, a 412). A resource with neither ``etag`` nor ``last_modified`` does not exist."""
+    if_none_match = header_text(raw_headers, b"if-none-match")
+    if if_none_match is None:
+        return True
+    if if_none_match.strip() == "*":
+        return etag is None and last_modified is None
+    return etag is None or not _tags_match(if_none_match, etag)
+
+
 def preconditions_hold(
     raw_headers: dict[bytes, Any], etag: str | None = None, last_modified: Moment | None = None
 ) -> bool:

@@ -19,7 +19,7 @@ import ujson
 
 from .access import request_id_from
 from .bodystream import BodyStream
-from .conditional import is_fresh, preconditions_hold
+from .conditional import is_fresh, none_match_holds, preconditions_hold
 from .cookies import parse_cookies
 from .errors import HTTPError
 from .jsonchecks import has_non_finite
@@ -411,9 +411,16 @@ class Request:
     ) -> None:
         """Refuse an update made from an outdated copy: ``HTTPError(412)`` when the client's
         ``If-Match`` (compared strongly) or ``If-Unmodified-Since`` does not fit the current
-        ``etag`` / ``last_modified``. Call it before changing anything (optimistic locking)."""
+        ``etag`` / ``last_modified``, or, for a method other than GET and HEAD, when its
+        ``If-None-Match`` names the current version or is ``*`` and one exists (pass no
+        ``etag`` and no ``last_modified`` for a resource that does not exist yet). Call it
+        before changing anything (optimistic locking, "create only")."""
         if not preconditions_hold(self.raw_headers, etag, last_modified):
             raise HTTPError(412, "the resource changed since the client last read it")
+        if self.method not in ("GET", "HEAD") and not none_match_holds(
+            self.raw_headers, etag, last_modified
+        ):
+            raise HTTPError(412, "the client's If-None-Match names the current version")
 
     # The body
 

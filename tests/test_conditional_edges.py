@@ -6,9 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import tnetstring
 
 from brubeck.compression import accepts_gzip, compressor
 from brubeck.conditional import is_fresh, preconditions_hold
+from brubeck.errors import HTTPError
+from brubeck.protocol import parse
+from brubeck.request import Request
 from brubeck.response import Response
 
 TAG = '"v7"'
@@ -188,3 +192,35 @@ def test_a_handlers_content_encoding_identity_is_left_alone() -> None:
     headers = [("Content-Type", "text/html"), ("Content-Encoding", "identity")]
     response = _compress(b"gzip", Response(BODY, 200, headers))
     assert response.body == BODY
+
+
+def _put(headers: dict[bytes, Any], method: bytes = b"PUT") -> Request:
+    m2 = {b"METHOD": method, b"VERSION": b"HTTP/1.1", b"PATH": b"/d", b"URI": b"/d"}
+    raw = b"S 1 /d %s0:," % tnetstring.dumps({**headers, **m2})
+    return Request(parse(raw))
+
+
+@pytest.mark.parametrize(
+    ("if_none_match", "etag", "refused"),
+    [
+        (b"*", '"v1"', True),  # create only, and it exists
+        (b"*", None, False),  # create only, and it does not exist yet
+        (b'"v1"', '"v1"', True),
+        (b'W/"v1"', '"v1"', True),  # If-None-Match compares weakly
+        (b'"v0", "v2"', '"v1"', False),
+    ],
+)
+def test_if_none_match_on_an_update_refuses_to_overwrite(
+    if_none_match: bytes, etag: str | None, refused: bool
+) -> None:
+    """Was a bug. RFC 9110 §13.1.2: on a method other than GET and HEAD, an If-None-Match that
+    names the current version (or is ``*`` and one exists) is a 412: "create only" with
+    ``If-None-Match: *`` overwrote the existing resource, check_preconditions ignored it."""
+    request = _put({b"if-none-match": if_none_match})
+    if refused:
+        with pytest.raises(HTTPError) as info:
+            request.check_preconditions(etag)
+        assert info.value.status == 412
+    else:
+        request.check_preconditions(etag)
+    _put({b"if-none-match": if_none_match}, b"GET").check_preconditions(etag)  # GET: a 304's
