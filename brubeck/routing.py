@@ -194,15 +194,19 @@ class Router:
         if route is None:
             raise KeyError(f"no route named {name!r}")
         values = list(args)
-        path = _fill(route.pattern, values, kwargs)
+        filled: list[tuple[str | None, str]] = []
+        path = _fill(route.pattern, values, kwargs, filled)
         unused = sorted(set(kwargs) - set(route.regex.groupindex))
         if values or unused:  # a value that has no group: the caller meant another route
             extra = [repr(v) for v in values] + unused
             raise ValueError(f"route {route.pattern!r} has no group for {', '.join(extra)}")
         # Routes see the percent-decoded path: check what the request for this URL will match.
         # A control character is refused in a request's path (a 400), so here too.
+        # The whole path must match (a prefix match would cut ``12abc`` to ``12`` for an
+        # unanchored ``(\d+)``), and give each group the very value it was built from.
         decoded = unquote(path)
-        if CONTROL_CHARACTER.search(decoded) or route.match(decoded) is None:
+        found = None if CONTROL_CHARACTER.search(decoded) else route.regex.fullmatch(decoded)
+        if found is None or not _gives_back(route, found, filled):
             raise ValueError(f"values {args!r} {kwargs!r} do not match route {route.pattern!r}")
         return path
 
@@ -211,8 +215,24 @@ _GROUP = re.compile(r"\((\?P<(\w+)>)?")
 _REGEX_ONLY = re.compile(r"(?<!\\)[\[\]*+?{}|.]")
 
 
-def _fill(pattern: str, args: list[Any], kwargs: dict[str, Any]) -> str:
-    text = pattern.removeprefix("^").removesuffix("$")
+def _gives_back(route: Route, found: re.Match[str], filled: list[tuple[str | None, str]]) -> bool:
+    """Whether the match hands the handler the values the path was built from."""
+    positional = [value for key, value in filled if key is None]
+    one_to_one = len(positional) == len(route.positional)  # not so with nested groups
+    if one_to_one and positional != [found.group(i) for i in route.positional]:
+        return False
+    return all(found.group(key) == value for key, value in filled if key is not None)
+
+
+def _fill(
+    pattern: str, args: list[Any], kwargs: dict[str, Any], filled: list[tuple[str | None, str]]
+) -> str:
+    """The path of ``pattern`` with its groups filled; ``filled`` gets (name or None, value)."""
+    text = pattern.removeprefix("^")
+    if text.endswith("$"):
+        backslashes = len(text) - 1 - len(text[:-1].rstrip("\\"))
+        if backslashes % 2 == 0:  # an anchor, not an escaped ``\$``
+            text = text[:-1]
     out: list[str] = []
     pos = 0
     while True:
@@ -233,6 +253,7 @@ def _fill(pattern: str, args: list[Any], kwargs: dict[str, Any]) -> str:
             if not args:
                 raise ValueError(f"route {pattern!r} needs more positional values")
             value = args.pop(0)
+        filled.append((group_name or None, str(value)))
         out.append(quote(str(value), safe=""))
         pos = end + 1
 
