@@ -19,6 +19,7 @@ import sqlite3
 import subprocess
 import time
 import uuid
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -40,6 +41,26 @@ DEFAULT_SETTINGS: dict[str, str | int] = {
 _IDENT_RE = re.compile(r"[A-Za-z0-9-]+")
 _SPEC_RE = re.compile(r"(tcp|ipc|inproc)://[^\s\"'\\]+")
 _SETTING_KEY_RE = re.compile(r"[A-Za-z0-9_.]+")
+# Every setting Mongrel2 1.12.2 reads (each Setting_get_* call); m2sh stores any other key and
+# Mongrel2 ignores it, so a misspelt name would silently have no effect.
+KNOWN_SETTINGS = frozenset(
+    {
+        "server.daemonize", "limits.content_length", "limits.buffer_size",
+        "limits.handler_targets", "limits.header_count", "limits.min_ping",
+        "limits.min_read_rate", "limits.min_write_rate", "limits.kill_limit",
+        "limits.tick_timer", "limits.client_read_retries", "limits.connection_stack_size",
+        "limits.handler_stack", "limits.url_path", "limits.host_name", "limits.mime_ext_len",
+        "upload.temp_store", "upload.temp_store_mode", "upload.stream",
+        "download.flow_control", "disable.access_logging", "no_clobber_xff", "request.relaxed",
+        "control_port", "zeromq.threads", "net.tcp_keepalive", "superpoll.max_fd",
+        "superpoll.hot_dividend", "certdir", "ssl_ciphers", "ssl.ca_chain",
+        "ssl.verify_optional", "ssl.verify_required", "limits.dir_max_path",
+        "limits.dir_send_buffer", "limits.fdtask_stack", "limits.proxy_read_retries",
+        "limits.proxy_read_retry_warn",
+    }
+)  # fmt: skip
+# Mongrel2 parses integer settings with atoi(): anything outside a C int is garbage.
+_C_INT_MIN, _C_INT_MAX = -(2**31), 2**31 - 1
 # Characters that could break out of a double-quoted string in the m2sh config language.
 _UNSAFE_CHARS = frozenset('"\\\n\r')
 
@@ -198,6 +219,14 @@ class Mongrel2Config:
                 _quote(value, f"setting {key!r}")
             elif not isinstance(value, int):
                 raise ValueError(f"setting {key!r} must be a str or an int, got {value!r}")
+            elif not _C_INT_MIN <= value <= _C_INT_MAX:
+                raise ValueError(f"setting {key!r} must fit a 32-bit C int, got {value!r}")
+            if key not in KNOWN_SETTINGS:
+                warnings.warn(
+                    f"Mongrel2 1.12 does not read setting {key!r}; it will have no effect",
+                    UserWarning,
+                    stacklevel=2,
+                )
         content_length = _int_setting(self.effective_settings, "limits.content_length", 20480)
         buffer_size = _int_setting(self.effective_settings, "limits.buffer_size", 4096)
         if content_length < buffer_size:
@@ -382,6 +411,7 @@ class Mongrel2Process:
             (self._run_dir / sub).mkdir(parents=True, exist_ok=True)
         self.upload_dir.mkdir(parents=True, exist_ok=True)
         self._clear_pid_file()
+        self._check_zmq_ports_free()
         self._load_config(m2sh)
 
         with open(self.stdout_log, "ab") as out:
@@ -410,6 +440,31 @@ class Mongrel2Process:
             )
         # A stale file (left by an unclean exit) would make Mongrel2 refuse to write its own.
         self.pid_file.unlink()
+
+    def _check_zmq_ports_free(self) -> None:
+        # Mongrel2 only logs "Failed to bind ... trying again" for a taken handler port and then
+        # serves HTTP with no handler behind it: requests would hang, so refuse up front.
+        for spec in (self.config.send_spec, self.config.recv_spec):
+            host, sep, port = spec.removeprefix("tcp://").rpartition(":")
+            if not spec.startswith("tcp://") or not sep or not port.isdigit():
+                continue
+            host = host.strip("[]")
+            host = "0.0.0.0" if host == "*" else host
+            try:
+                family = (
+                    socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+                )
+            except ValueError:
+                continue  # a host name or an interface: let zmq resolve it
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as zmq does
+                try:
+                    probe.bind((host, int(port)))
+                except OSError as exc:
+                    raise RuntimeError(
+                        f"cannot bind {spec} for Mongrel2 ({exc.strerror}): is another "
+                        "Mongrel2 or program using it?"
+                    ) from None
 
     def _load_config(self, m2sh: str) -> None:
         conf = self._run_dir / "mongrel2.conf"
