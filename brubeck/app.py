@@ -19,7 +19,6 @@ import inspect
 import logging
 import math
 import os
-import re
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from contextvars import copy_context
@@ -109,7 +108,6 @@ class Brubeck(AwaitingRequests):
         "_compress",
         "_etags",
         "_held",
-        "_hosts",
         "_inflight",
         "_on_shutdown",
         "_on_startup",
@@ -168,7 +166,6 @@ class Brubeck(AwaitingRequests):
         self._on_shutdown: list[Hook] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._held: deque[bytes] | None = None
-        self._hosts: set[bytes] = set()  # Host values checked already
         self._receiver: Callable[[bytes], None] = self.handle_message
         #: Pipelined answers leave in request order.
         self._order = AnswerOrder(self.respond)
@@ -401,9 +398,6 @@ class Brubeck(AwaitingRequests):
                 _close_after(request)
         if method in WEBSOCKET_METHODS:  # one set lookup: cheaper than testing a prefix first
             self.websockets.handle(request, raw)
-            return
-        host = headers.get(b"host")
-        if (type(host) is not bytes or host not in self._hosts) and not self._host_ok(request):
             return
         found = self.router.cache.get((method, path))
         try:
@@ -667,30 +661,6 @@ class Brubeck(AwaitingRequests):
         except Exception as exc:
             self._refuse_and_close(request, exc)  # the close makes Mongrel2 drop the upload
 
-    def _host_ok(self, request: Request) -> bool:
-        """Check a Host header not seen before; answer 400 and return False if it is sent
-        twice or is not a host[:port] (RFC 9112 §3.2), since absolute URLs are made from it.
-        Good ones are remembered: hosts are few, and checking each request would cost."""
-        method = request.method
-        if method in ("JSON", "XML") or not method:
-            return True  # not HTTP: dropped further on
-        host = request.raw_headers.get(b"host")
-        if host is None:
-            # Taken, as Mongrel2 takes it (RFC 9112 would refuse it on HTTP/1.1): nothing is
-            # ambiguous, and request.url then names no host.
-            return True
-        if type(host) is not bytes:
-            problem = "the Host header was sent more than once"
-        elif _HOST.fullmatch(host) is None:
-            problem = "the Host header is not a host[:port]"
-        else:
-            if len(self._hosts) >= 1024:  # made-up hosts must not grow it without bound
-                self._hosts.clear()
-            self._hosts.add(host)
-            return True
-        self._order.deliver(request, self.error_response(request, HTTPError(400, problem)))
-        return False
-
     def _refuse_and_close(self, request: Request, exc: BaseException) -> None:
         """Answer with the error for ``exc``, then close: the close goes with the answer, which
         waits behind the answers to earlier pipelined requests on the connection."""
@@ -860,10 +830,6 @@ async def _maybe_await(value: Any) -> Any:
     if inspect.isawaitable(value):
         return await value
     return value
-
-
-#: host[:port] as RFC 3986 writes it: a reg-name or IPv4 address, or an IP literal in brackets.
-_HOST = re.compile(rb"(?:[A-Za-z0-9._~!$&'()*+,;=%-]*|\[[0-9A-Fa-f:.vV]+\])(?::[0-9]*)?")
 
 
 def _close_after(request: Request) -> None:

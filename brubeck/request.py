@@ -9,6 +9,7 @@ percent-decoding; malformed input raises ``HTTPError(400)`` with the reason, and
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -349,7 +350,17 @@ class Request:
 
     @property
     def host(self) -> str:
-        return self.headers.first("host") or ""
+        """The Host header: a 400 when it was sent twice or is not a host[:port] (RFC 9112
+        §3.2), since absolute URLs are made from it. Checked here, where it is read, so that
+        requests that never read it pay nothing; empty when the client sent none."""
+        value = self.raw_headers.get(b"host")
+        if value is None:
+            return ""
+        if type(value) is not bytes:
+            raise HTTPError(400, "the Host header was sent more than once")
+        if _HOST.fullmatch(value) is None:
+            raise HTTPError(400, "the Host header is not a host[:port]")
+        return value.decode("latin-1")
 
     @property
     def url(self) -> str:
@@ -615,6 +626,10 @@ def declares_over(value: bytes, limit: int) -> bool:
     value = value.strip(b" \t")  # Mongrel2 keeps a trailing space in the value
     # More digits than any real body has would only slow int() down (or break it).
     return value.isdigit() and (len(value) > 18 or int(value) > limit)
+
+
+#: host[:port] as RFC 3986 writes it: a reg-name or IPv4 address, or an IP literal in brackets.
+_HOST = re.compile(rb"(?:[A-Za-z0-9._~!$&'()*+,;=%-]*|\[[0-9A-Fa-f:.vV]+\])(?::[0-9]*)?")
 
 
 def framing_problem(headers: dict[bytes, Any]) -> HTTPError | None:
