@@ -371,8 +371,7 @@ class Brubeck(AwaitingRequests):
             if done is not None and done == headers.get(START):  # its done notice: refused at
                 # its start already (upload_stage does not know such framing); the file goes
                 with contextlib.suppress(HTTPError):
-                    root = self.settings.get("mongrel2_run_dir") or os.getcwd()
-                    finished_upload(headers, root).discard()
+                    finished_upload(headers, self._run_dir()).discard()
                 return
             self._refuse_and_close(request, misframed)
             return
@@ -388,8 +387,7 @@ class Brubeck(AwaitingRequests):
                 self._upload_started(request, forged=stage == "forged")
                 return
             try:
-                root = self.settings.get("mongrel2_run_dir") or os.getcwd()
-                upload = finished_upload(headers, root)
+                upload = finished_upload(headers, self._run_dir())
             except HTTPError as exc:
                 self._order.deliver(request, self.error_response(request, exc))
                 return
@@ -660,6 +658,10 @@ class Brubeck(AwaitingRequests):
             check_upload_start(self, request)
         except Exception as exc:
             self._refuse_and_close(request, exc)  # the close makes Mongrel2 drop the upload
+
+    def _run_dir(self) -> str:
+        """Where Mongrel2's reported upload paths are resolved (``mongrel2_run_dir``)."""
+        return self.settings.get("mongrel2_run_dir") or os.getcwd()
 
     def _refuse_and_close(self, request: Request, exc: BaseException) -> None:
         """Answer with the error for ``exc``, then close: the close goes with the answer, which

@@ -20,7 +20,6 @@ import inspect
 import logging
 from collections import deque
 from collections.abc import Callable
-from contextvars import copy_context
 from functools import partial
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any
@@ -63,6 +62,8 @@ class AwaitingRequests:
     if TYPE_CHECKING:
 
         def error_response(self, request: Request, exc: BaseException) -> Response: ...
+
+        def _handlelogged(self, raw: bytes) -> None: ...
 
     def _on_finish(self, handler: MessageHandler) -> None:
         try:
@@ -204,10 +205,7 @@ class AwaitingRequests:
         held = self._held
         assert held is not None
         while held and len(self._tasks) < self.max_in_flight:
-            try:
-                copy_context().run(self._receiver, held.popleft())
-            except Exception:
-                log.exception("dropped a message: handling it failed")
+            self._handlelogged(held.popleft())
         if self.msg_conn is None:
             return
         if not held and len(self._tasks) < self.max_in_flight:
