@@ -36,7 +36,13 @@ import zmq
 import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
-from .protocol import format_close, format_ctl, format_deliver, format_reply
+from .protocol import (
+    checked_conn_id,
+    format_close,
+    format_ctl,
+    format_deliver,
+    format_reply,
+)
 
 log = logging.getLogger("brubeck.connection")
 
@@ -525,7 +531,7 @@ class Mongrel2Connection:
 
     def send(self, sender: bytes | str | None, conn_id: bytes | int, data: bytes) -> None:
         """Send bytes to one connection (an empty ``data`` closes it)."""
-        self.send_raw(format_reply(self._sender(sender), _checked_id(conn_id), data))
+        self.send_raw(format_reply(self._sender(sender), checked_conn_id(conn_id), data))
 
     def reply(self, request: Any, data: bytes) -> None:
         """Send bytes to the connection a request came from, unless its Mongrel2 went away."""
@@ -552,7 +558,7 @@ class Mongrel2Connection:
 
     def ctl(self, sender: bytes | str | None, conn_id: bytes | int, **ctl: Any) -> None:
         """A Mongrel2 control message: ``keep_alive=True``, ``cancel=True``, ``credits=N``."""
-        self.send_raw(format_ctl(self._sender(sender), _checked_id(conn_id), **ctl))
+        self.send_raw(format_ctl(self._sender(sender), checked_conn_id(conn_id), **ctl))
 
     def new_sender_id(self) -> bytes:
         """A random sender id, for replies sent before any request arrived."""
@@ -575,13 +581,6 @@ def _checked_sender(sender: bytes | str) -> bytes:
             f"got {sender!r}"
         )
     return token
-
-
-def _checked_id(conn_id: bytes | int) -> bytes:
-    cid = conn_id if isinstance(conn_id, bytes) else b"%d" % conn_id
-    if not cid.isdigit():  # Mongrel2 cannot parse the reply, and says nothing
-        raise ValueError(f"connection ids are decimal numbers, got {conn_id!r}")
-    return cid
 
 
 #: Waits of the backlog's sender while Mongrel2 reads nothing, in seconds: from, up to.

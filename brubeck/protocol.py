@@ -215,12 +215,18 @@ def format_address(sender: bytes, conn_id: bytes) -> bytes:
     return b"%s %d:%s, " % (sender, len(conn_id), conn_id)
 
 
+def checked_conn_id(conn_id: bytes | int) -> bytes:
+    """A connection id as a reply names it; ValueError unless it is a decimal number (Mongrel2
+    cannot parse a reply with another, and says nothing)."""
+    cid = conn_id if isinstance(conn_id, bytes) else b"%d" % conn_id
+    if not cid.isdigit():
+        raise ValueError(f"connection ids are decimal numbers, got {conn_id!r}")
+    return cid
+
+
 def format_deliver(sender: bytes, conn_ids: Iterable[bytes | int], body: bytes) -> list[bytes]:
     """One reply to many connections, split into messages of at most MAX_TARGETS ids each."""
-    ids = [cid if isinstance(cid, bytes) else b"%d" % cid for cid in conn_ids]
-    for cid in ids:
-        if not cid.isdigit():
-            raise ValueError(f"connection ids are decimal numbers, got {cid!r}")
+    ids = [checked_conn_id(cid) for cid in conn_ids]
     messages = []
     for start in range(0, len(ids), MAX_TARGETS):
         targets = b" ".join(ids[start : start + MAX_TARGETS])
